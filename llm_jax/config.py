@@ -27,6 +27,12 @@ def default_train_config():
   cfg.progress_bar = True
   cfg.tensorboard = True
   cfg.plot = True
+  # Fine-tuning: 'hf:FOLDER' (a Hugging Face folder), 'workdir:DIR' (the latest checkpoint of a
+  # run) or a checkpoint step directory (DIR/checkpoints/STEP); '' = random init. Parameters in
+  # both are copied, new ones are initialised; a shape mismatch is an error unless the
+  # parameter's path matches `reinit` (a regex). A run that has its own checkpoint resumes it.
+  cfg.init_from = ""
+  cfg.reinit = ""
   return cfg
 
 
@@ -40,6 +46,7 @@ def base_config(model_preset=None):
   from llm_jax import models
   from llm_jax import objectives
   from llm_jax import sharding
+  from llm_jax import tasks
   from llm_jax.training import optimizer
   # pylint: enable=g-import-not-at-top
 
@@ -52,6 +59,7 @@ def base_config(model_preset=None):
   cfg.mesh = sharding.default_mesh_config()
   cfg.sharding = ml_collections.ConfigDict()
   cfg.sharding.rules = sharding.default_sharding_rules()
+  cfg.task = tasks.default_task_config()
   cfg.train = default_train_config()
   return cfg
 
@@ -85,7 +93,7 @@ def finalize(cfg, device_count=None, process_count=None):
   import jax  # pylint: disable=g-import-not-at-top
   from llm_jax import data  # pylint: disable=g-import-not-at-top
 
-  expected = {"model", "data", "objective", "optimizer", "mesh", "sharding", "train"}
+  expected = {"model", "data", "objective", "optimizer", "mesh", "sharding", "task", "train"}
   missing = expected - set(cfg.keys())
   if missing:
     raise ValueError(f"config is missing sections {sorted(missing)}")

@@ -11,6 +11,11 @@ def default_data_config() -> ml_collections.ConfigDict:
   # or 'tfds' (a TFDS catalog dataset prepared as array_record).
   c.source = "stdlib"
   c.files_glob = ""
+  # Task data (config.task.name other than 'pretrain'): globs of JSONL / CSV / TSV files, or a
+  # TFDS dataset (source='tfds') whose features carry the task's field names.
+  c.train_files = ""
+  c.eval_files = ""
+  c.format = "auto"  # 'auto' (by file extension) | 'jsonl' | 'csv' | 'tsv'
   c.doc_split = "file"  # 'file' | 'line' | 'paragraph': what one document is, for 'files'.
   c.validation_fraction = 0.02  # Share of documents (by hashed path) in the validation split.
   c.tfds_name = ""  # e.g. 'lm1b', 'tiny_shakespeare'.

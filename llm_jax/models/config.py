@@ -58,6 +58,30 @@ def default_model_config() -> ml_collections.ConfigDict:
   # 'none' | 'full' | 'dots' | 'dots_with_no_batch_dims' | 'nothing_saveable' | 'everything_saveable'
   c.remat_policy = "none"
   c.hf_model_type = ""  # Hugging Face model_type this config was converted from / exports to
+  c.peft = default_peft_config()
+  return c
+
+
+def default_peft_config() -> ml_collections.ConfigDict:
+  """Parameter-efficient fine-tuning: each method is off at its default and they combine.
+
+  Target regexes are searched in a dense layer's module path below the model, e.g.
+  'decoder/layers_0/self_attention/query' (with scan_layers: 'decoder/layers/self_attention/query').
+  """
+  c = ml_collections.ConfigDict()
+  c.lora_rank = 0  # LoRA: 0 = off
+  c.lora_alpha = 16.0  # the update is (alpha / rank) * x A B
+  c.lora_dropout = 0.0  # dropout on the LoRA branch's input
+  c.lora_targets = r"attention/(query|value)$"
+  # QLoRA: the frozen base kernels of lora_targets stored as 'nf4' or 'int8' ('none': float).
+  c.base_quantization = "none"
+  c.quantization_block_size = 64
+  c.ia3_targets = ""  # (IA)^3: '' = off; e.g. r"attention/(key|value)$|mlp/wo$"
+  c.ia3_feedforward = r"mlp/wo$"  # of the ia3 targets, those scaled at their input, not output
+  c.prefix_length = 0  # prefix tuning / P-tuning v2: learned keys and values in every layer
+  c.prefix_hidden = 0  # > 0: prefixes come from a reparameterisation MLP of this hidden size
+  c.prompt_length = 0  # prompt tuning: learned soft-prompt embeddings before the input
+  c.adapter_size = 0  # Houlsby bottleneck adapters after attention and MLP; 0 = off
   return c
 
 

@@ -28,6 +28,13 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
       grad_clip_norm=1.0,         # global-norm clipping; 0 = off
       microbatches=1,             # gradient accumulation over slices of the batch; 1 = off
       z_loss=0.0,                 # coefficient of log(Z)^2 in the loss; 0 = off
+      # Which parameters train, by regexes searched in their paths ('decoder/layers_0/mlp/wi/kernel').
+      # trainable '' = all (with peft: only the peft parameters and task heads); frozen wins.
+      trainable="",
+      frozen="",
+      # Per-group learning rates: ((regex, multiplier), ...), the first match applies.
+      lr_multipliers=(),
+      layer_lr_decay=1.0,         # layer-wise LR decay: layer i of n gets decay**(n - i); 1 = off
   ))
 
 
