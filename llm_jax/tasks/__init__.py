@@ -1,4 +1,26 @@
-"""Tasks: what a run learns. Each task names its batch fields and its loss; the train step asks
-the registry for the loss of `config.task.name`."""
+"""Tasks: what a run learns. Each task module holds its loss; `make_task(cfg)` picks the one of
+`config.task.name` for the train and eval steps."""
 
+from llm_jax.tasks.base import Task
+from llm_jax.tasks.classification import Classification, Regression
 from llm_jax.tasks.config import NAMES, default_task_config
+from llm_jax.tasks.language_modeling import LanguageModeling
+
+
+def make_task(cfg) -> Task:
+  """The task of the experiment config `cfg` (its task, optimizer and objective sections)."""
+  task_cfg = cfg.get("task")
+  name = "pretrain" if task_cfg is None else task_cfg.name
+  if name not in NAMES:
+    raise ValueError(f"config.task.name={name!r}: expected one of {NAMES}")
+  if name == "classification":
+    return Classification()
+  if name == "regression":
+    return Regression()
+  objective = cfg.get("objective")
+  nsp = name == "pretrain" and objective is not None and bool(objective.get("nsp", False))
+  return LanguageModeling(name=name, z_loss=float(cfg.optimizer.get("z_loss", 0.0)), nsp=nsp)
+
+
+__all__ = ["Classification", "LanguageModeling", "NAMES", "Regression", "Task",
+           "default_task_config", "make_task"]

@@ -1,6 +1,7 @@
 """Learning-rate schedules and the optax optimizer (AdamW or Adafactor) with its decay mask."""
 
 import math
+import re
 from typing import Any
 
 import jax
@@ -98,10 +99,52 @@ def decay_mask(params: Any, no_decay: str = "norms_biases") -> Any:
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
+def lr_multiplier(path: str, shape, opt_cfg, num_layers: int):
+  """The learning-rate multiplier of the parameter at `path` (a float, or for a parameter
+  stacked by nn.scan an array [num_layers, 1, ...] with one multiplier per layer).
+
+  The first regex of optimizer.lr_multipliers that matches applies, times the layer-wise
+  decay (ELECTRA / BEiT): layer i (0-based) of a stack gets decay**(num_layers - i), the
+  embeddings decay**(num_layers + 1), everything above the layers (heads, final norms) 1.
+  """
+  multiplier = 1.0
+  for regex, value in opt_cfg.get("lr_multipliers", ()):
+    if re.search(regex, path):
+      multiplier = float(value)
+      break
+  decay = float(opt_cfg.get("layer_lr_decay", 1.0))
+  if decay == 1.0:
+    return multiplier
+  names = path.split("/")
+  layer = next((int(n[len("layers_"):]) for n in names if re.fullmatch(r"layers_\d+", n)), None)
+  if layer is not None:
+    return multiplier * decay ** (num_layers - layer)
+  if "layers" in names:  # stacked by nn.scan on the leading axis
+    per_layer = decay ** (num_layers - jnp.arange(shape[0], dtype=jnp.float32))
+    return multiplier * per_layer.reshape((shape[0],) + (1,) * (len(shape) - 1))
+  if any("embed" in n for n in names):
+    return multiplier * decay ** (num_layers + 1)
+  return multiplier
+
+
+def scale_by_lr_multipliers(opt_cfg, num_layers: int) -> optax.GradientTransformation:
+  """Multiplies each update by `lr_multiplier` of its parameter (paths are read at trace time)."""
+
+  def update(updates, state, params=None):
+    del params
+    scaled = jax.tree_util.tree_map_with_path(
+        lambda path, u: u * lr_multiplier("/".join(_key_name(k) for k in path), u.shape,
+                                          opt_cfg, num_layers), updates)
+    return scaled, state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(
-    opt_cfg: ml_collections.ConfigDict, total_steps: int
+    opt_cfg: ml_collections.ConfigDict, total_steps: int, num_layers: int = 0
 ) -> optax.GradientTransformation:
-  """Global-norm clipping, then AdamW or Adafactor on the schedule, decay masked by path."""
+  """Global-norm clipping, then AdamW or Adafactor on the schedule, decay masked by path, then
+  the per-group learning-rate multipliers (lr_multipliers, layer_lr_decay) if any."""
   if opt_cfg.name not in OPTIMIZERS:
     raise ValueError(f"optimizer.name={opt_cfg.name!r}: expected one of {OPTIMIZERS}")
   if opt_cfg.no_decay not in NO_DECAY:
@@ -118,9 +161,22 @@ def make_optimizer(
     if opt_cfg.weight_decay:
       decay = lambda count: opt_cfg.weight_decay * schedule(count)
     base = optax.adafactor(schedule, weight_decay_rate=decay, weight_decay_mask=mask)
+  for regex, value in opt_cfg.get("lr_multipliers", ()):
+    try:
+      re.compile(regex)
+    except re.error as e:
+      raise ValueError(f"optimizer.lr_multipliers: {regex!r} is not a valid regex: {e}") from e
+    if float(value) < 0:
+      raise ValueError(f"optimizer.lr_multipliers: multiplier {value} of {regex!r} is negative")
+  if not 0 < float(opt_cfg.get("layer_lr_decay", 1.0)) <= 1:
+    raise ValueError(f"optimizer.layer_lr_decay={opt_cfg.layer_lr_decay}: expected (0, 1]")
+  parts = []
   if opt_cfg.grad_clip_norm and opt_cfg.grad_clip_norm > 0:
-    return optax.chain(optax.clip_by_global_norm(opt_cfg.grad_clip_norm), base)
-  return base
+    parts.append(optax.clip_by_global_norm(opt_cfg.grad_clip_norm))
+  parts.append(base)
+  if opt_cfg.get("lr_multipliers") or float(opt_cfg.get("layer_lr_decay", 1.0)) != 1.0:
+    parts.append(scale_by_lr_multipliers(opt_cfg, num_layers))
+  return parts[0] if len(parts) == 1 else optax.chain(*parts)
 
 
 def _key_name(key: Any) -> str:

@@ -1,10 +1,15 @@
-"""Train state, its shardings, and the one jitted train step (and eval step) for every model.
+"""Train state, its shardings, and the one jitted train step (and eval step) for every task.
 
 Parameters are float32 masters, stored unboxed; their shardings come from the models' logical
-axis names through the config's rule table. The loss is the weighted cross-entropy summed over
-the GLOBAL batch divided by its total loss weight, so every mesh computes the same number.
+axis names through the config's rule table. The state splits them into `params` (trainable:
+gradients and optimizer state) and `frozen` (a frozen base, frozen layers; optionally stored
+quantized, as QLoRA does). The loss comes from the task (llm_jax/tasks): sums over the GLOBAL
+batch divided by totals of the whole batch, so every mesh and every microbatching computes the
+same number.
 """
 
+import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax
@@ -17,8 +22,9 @@ import numpy as np
 import optax
 
 from llm_jax import sharding
-from llm_jax.training import loss as loss_lib
+from llm_jax import tasks
 from llm_jax.training import optimizer as optimizer_lib
+from llm_jax.training import partition
 
 INIT_LENGTH = 8  # sequence length of the dummy batch used to create parameters
 # On CPU, a step whose saved activations outgrow the last-level cache runs faster as gradient
@@ -30,8 +36,9 @@ CPU_MAX_PARAM_BYTES = 8 * 2**20
 
 class TrainState(flax.struct.PyTreeNode):
   step: jax.Array
-  params: Any
-  opt_state: Any
+  params: Any  # trainable parameters
+  opt_state: Any  # of `params` only
+  frozen: Any = dataclasses.field(default_factory=dict)  # no gradient, no optimizer state
 
 
 def model_input_fields(family: str) -> tuple[str, ...]:
@@ -89,18 +96,44 @@ def cpu_batch_slices(model_cfg: ml_collections.ConfigDict, batch, param_bytes: i
   return fitting[0] if fitting else valid[-1]
 
 
+def _num_layers(model_cfg) -> int:
+  return max(model_cfg.num_layers, model_cfg.get("num_decoder_layers") or 0)
+
+
 def _make_optimizer(cfg) -> optax.GradientTransformation:
-  return optimizer_lib.make_optimizer(cfg.optimizer, cfg.train.steps)
+  return optimizer_lib.make_optimizer(cfg.optimizer, cfg.train.steps, _num_layers(cfg.model))
+
+
+def _quantization(cfg):
+  """(kind, block size, regex) of the frozen base's storage; kind 'none' stores floats."""
+  peft_cfg = cfg.model.get("peft")
+  if peft_cfg is None or peft_cfg.base_quantization == "none":
+    return "none", 0, ""
+  if peft_cfg.base_quantization not in ("nf4", "int8"):
+    raise ValueError(f"model.peft.base_quantization={peft_cfg.base_quantization!r}: expected "
+                     "'none', 'nf4' or 'int8'")
+  return peft_cfg.base_quantization, peft_cfg.quantization_block_size, peft_cfg.lora_targets
+
+
+def _dequantize(frozen):
+  from llm_jax.peft import quantize  # pylint: disable=g-import-not-at-top
+  return quantize.dequantize_tree(frozen)
+
+
+def full_params(state: TrainState):
+  """Every parameter of the model (trainable and frozen, dequantized) as one tree."""
+  return partition.merge(state.params, _dequantize(state.frozen))
 
 
 def _init_fns(cfg, model, mesh, rules):
-  """(rng -> boxed params, rng -> TrainState with unboxed params).
+  """(rng -> boxed params, params -> TrainState).
 
   Traced without a mesh in scope: the state's out_shardings place the parameters, and flax's
   DenseGeneral cannot apply a logical constraint to a kernel with several feature axes at init.
   """
   inputs = init_batch(cfg, sharding.batch_shard_count(mesh, rules))
   tx = _make_optimizer(cfg)
+  kind, block_size, quantize_regex = _quantization(cfg)
 
   def init_boxed_params(rng):
     rng_params, rng_dropout = jax.random.split(rng)
@@ -108,11 +141,15 @@ def _init_fns(cfg, model, mesh, rules):
         {"params": rng_params, "dropout": rng_dropout}, **inputs, deterministic=True)
     return variables["params"]
 
-  def init_state(rng):
-    params = nn.unbox(init_boxed_params(rng))
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  def state_from_params(params, trainable_names):
+    trainable, frozen = partition.split(params, trainable_names)
+    if kind != "none":
+      from llm_jax.peft import quantize  # pylint: disable=g-import-not-at-top
+      frozen = quantize.quantize_tree(frozen, quantize_regex, kind, block_size)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=trainable,
+                      opt_state=tx.init(trainable), frozen=frozen)
 
-  return init_boxed_params, init_state
+  return init_boxed_params, state_from_params
 
 
 def _logical_specs(abstract_boxed_params):
@@ -150,35 +187,96 @@ def _opt_state_shardings(abstract_opt_state, abstract_params, param_shardings, m
   return jax.tree_util.tree_map_with_path(sharding_of, abstract_opt_state)
 
 
-def abstract_train_state(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh):
-  """(abstract TrainState of ShapeDtypeStructs, TrainState of NamedShardings); validates that
-  every parameter can be sharded as the rules say before anything is compiled."""
+def _frozen_shardings(abstract_frozen, full_shardings, mesh):
+  """A frozen parameter keeps its sharding; the arrays of a quantized kernel (codes, scales)
+  keep the kernel's mesh axes on every dimension they still divide, else that dimension is
+  replicated (the last axis shrinks by packing and blocking)."""
+  by_name = partition.flat(full_shardings)
+  out = {}
+  for name, leaf in partition.flat(abstract_frozen).items():
+    shard = by_name[name]
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+      out[name] = shard
+      continue
+    def fit(array, spec=shard.spec):
+      axes = []
+      for dim, size in enumerate(array.shape):
+        mesh_axes = spec[dim] if dim < len(spec) else None
+        ways = int(np.prod([mesh.shape[a] for a in sharding._as_tuple(mesh_axes)]))  # pylint: disable=protected-access
+        axes.append(mesh_axes if size % ways == 0 else None)
+      return NamedSharding(mesh, PartitionSpec(*axes))
+    out[name] = jax.tree.map(fit, leaf)
+  return partition.unflat(out) if out else {}
+
+
+@dataclasses.dataclass(frozen=True)
+class StateLayout:
+  """What a run's TrainState looks like: the trainable names, abstract state and shardings."""
+  trainable_names: frozenset
+  abstract_state: TrainState
+  shardings: TrainState
+  full_shardings: Any  # of the whole (unsplit) parameter tree
+
+
+def state_layout(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh) -> StateLayout:
+  """Validates that every parameter can be sharded as the rules say and resolves which of them
+  train, before anything is compiled."""
   rules = sharding.rules_from_config(cfg)
   sharding.validate_rules(rules, mesh)
-  init_boxed_params, init_state = _init_fns(cfg, model, mesh, rules)
+  init_boxed_params, state_from_params = _init_fns(cfg, model, mesh, rules)
   rng = jax.random.key(cfg.train.seed)
   with nn.logical_axis_rules(rules):
     abstract_boxed = jax.eval_shape(init_boxed_params, rng)
-    abstract_state = jax.eval_shape(init_state, rng)
-  param_shardings = sharding.logical_to_mesh_sharding(
-      _logical_specs(abstract_boxed), mesh, rules, abstract_state.params)
+  abstract_params = nn.unbox(abstract_boxed)
+  names = frozenset(partition.trainable_names(
+      partition.flat(abstract_params), cfg.optimizer, cfg.model.get("peft")))
+  abstract_state = jax.eval_shape(lambda p: state_from_params(p, names), abstract_params)
+  full_shardings = sharding.logical_to_mesh_sharding(
+      _logical_specs(abstract_boxed), mesh, rules, abstract_params)
+  trainable_shardings, _ = partition.split(full_shardings, names)
   state_shardings = TrainState(
       step=NamedSharding(mesh, PartitionSpec()),
-      params=param_shardings,
+      params=trainable_shardings,
       opt_state=_opt_state_shardings(
-          abstract_state.opt_state, abstract_state.params, param_shardings, mesh),
+          abstract_state.opt_state, abstract_state.params, trainable_shardings, mesh),
+      frozen=_frozen_shardings(abstract_state.frozen, full_shardings, mesh),
   )
-  return abstract_state, state_shardings
+  return StateLayout(names, abstract_state, state_shardings, full_shardings)
 
 
-def create_train_state(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh, rng):
-  """(TrainState, shardings): parameters and optimizer state are created already sharded."""
-  _, state_shardings = abstract_train_state(cfg, model, mesh)
+def abstract_train_state(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh):
+  """(abstract TrainState of ShapeDtypeStructs, TrainState of NamedShardings)."""
+  layout = state_layout(cfg, model, mesh)
+  return layout.abstract_state, layout.shardings
+
+
+def create_train_state(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh, rng,
+                       initial_params: dict[str, np.ndarray] | None = None):
+  """(TrainState, shardings): parameters and optimizer state are created already sharded.
+
+  `initial_params` ({path: array}, e.g. from init_from) replace the random values of those
+  parameters before the state is split into trainable and frozen parts.
+  """
+  layout = state_layout(cfg, model, mesh)
   rules = sharding.rules_from_config(cfg)
-  _, init_state = _init_fns(cfg, model, mesh, rules)
+  init_boxed_params, state_from_params = _init_fns(cfg, model, mesh, rules)
   with nn.logical_axis_rules(rules):
-    state = jax.jit(init_state, out_shardings=state_shardings)(rng)
-  return state, state_shardings
+    params = jax.jit(lambda r: nn.unbox(init_boxed_params(r)),
+                     out_shardings=layout.full_shardings)(rng)
+  if initial_params:
+    flat_params, flat_shardings = partition.flat(params), partition.flat(layout.full_shardings)
+    for name, value in initial_params.items():
+      if name not in flat_params:
+        raise ValueError(f"initial parameter {name} does not exist in the model")
+      if tuple(np.shape(value)) != tuple(flat_params[name].shape):
+        raise ValueError(f"initial parameter {name} has shape {np.shape(value)}, the model "
+                         f"expects {flat_params[name].shape}")
+      flat_params[name] = jax.device_put(
+          np.asarray(value, flat_params[name].dtype), flat_shardings[name])
+    params = partition.unflat(flat_params)
+  state = jax.jit(lambda p: state_from_params(p, layout.trainable_names),
+                  out_shardings=layout.shardings, donate_argnums=0)(params)
+  return state, layout.shardings
 
 
 def _check_batch(batch, batch_size, where):
@@ -193,15 +291,16 @@ def _check_batch(batch, batch_size, where):
 
 
 def _jit_per_batch_signature(make_jitted, mesh, rules) -> Callable:
-  """Calls make_jitted(batch_shardings) once per batch layout and runs it in the mesh context."""
+  """Calls make_jitted(batch, batch_shardings) once per batch layout and runs the result in
+  the mesh context."""
   compiled = {}
 
   def jitted_for(batch):
-    signature = tuple(sorted((k, np.ndim(v)) for k, v in batch.items()))
+    signature = tuple(sorted((k, np.shape(v)) for k, v in batch.items()))
     if signature not in compiled:
       batch_shardings = {k: sharding.batch_sharding(mesh, rules, np.ndim(v))
                          for k, v in batch.items()}
-      compiled[signature] = make_jitted(batch_shardings)
+      compiled[signature] = make_jitted(batch, batch_shardings)
     return compiled[signature]
 
   def call(first, batch, *rest):
@@ -217,22 +316,96 @@ def _jit_per_batch_signature(make_jitted, mesh, rules) -> Callable:
   return call
 
 
-def make_train_step(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh,
-                    state_shardings: TrainState) -> Callable:
-  """train_step(state, batch, rng) -> (state, metrics); `state` is donated.
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+  """Everything the step body needs, resolved once per run (and per batch layout: slices)."""
+  model: nn.Module
+  task: tasks.Task
+  tx: optax.GradientTransformation
+  schedule: Callable
+  fields: tuple[str, ...]
+  batch_size: int
+  slices: int = 1  # gradient accumulation over this many slices of the batch
+  nan_at_step: int = -1
+  mesh: Mesh | None = None
+  rules: Any = None
 
-  train_step.lower(state, batch, rng) is the jax.stages.Lowered step (compile it ahead of time).
 
-  With optimizer.microbatches = m > 1 the gradient is accumulated over m slices of the batch
-  (rows j, j+m, j+2m, ... form slice j) and equals the full-batch gradient. With m = 1 on CPU,
-  a batch whose activations outgrow the cache is sliced the same way (`cpu_batch_slices`).
-  """
+def apply_model(opts: StepOptions, params, frozen, batch, rng=None):
+  """The model's outputs for `batch`; dropout on when an rng is given."""
+  variables = {"params": partition.merge(params, _dequantize(frozen))}
+  inputs = {k: batch[k] for k in opts.fields if k in batch}
+  if rng is None:
+    return opts.model.apply(variables, **inputs, deterministic=True)
+  return opts.model.apply(variables, **inputs, deterministic=False, rngs={"dropout": rng})
+
+
+def loss_fn(params, frozen, batch, rng, totals, scale, *, opts: StepOptions):
+  """(loss, metric sums) of the task on `batch`; only `params` is differentiated."""
+  outputs = apply_model(opts, params, frozen, batch, rng)
+  loss, sums = opts.task.loss(outputs, batch, totals)
+  return loss * scale, sums
+
+
+def _slice_batch(x, slices, batch_size):
+  """[B, ...] -> [slices, B/slices, ...]; rows j, j+m, j+2m... form slice j, so each device
+  keeps its rows."""
+  x = x.reshape(batch_size // slices, slices, *x.shape[1:])
+  return jnp.swapaxes(x, 0, 1)
+
+
+def _grads_and_sums(state, batch, rng, totals, scale, opts: StepOptions):
+  grad_fn = jax.grad(functools.partial(loss_fn, opts=opts), has_aux=True)
+  if opts.slices == 1:
+    return grad_fn(state.params, state.frozen, batch, rng, totals, scale)
+
+  def accumulate(carry, index_and_slice):
+    index, batch_slice = index_and_slice
+    batch_slice = {k: jax.lax.with_sharding_constraint(
+        v, sharding.batch_sharding(opts.mesh, opts.rules, v.ndim)) for k, v in batch_slice.items()}
+    grads, sums = grad_fn(state.params, state.frozen, batch_slice, jax.random.fold_in(rng, index),
+                          totals, scale)
+    return jax.tree.map(jnp.add, carry, (grads, sums)), None
+
+  first = jax.tree.map(lambda x: x[:opts.batch_size // opts.slices], batch)
+  _, sums_shape = jax.eval_shape(grad_fn, state.params, state.frozen, first, rng, totals, scale)
+  zeros = jax.tree.map(jnp.zeros_like, (state.params, sums_shape))
+  sliced = jax.tree.map(lambda x: _slice_batch(x, opts.slices, opts.batch_size), batch)
+  (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(opts.slices), sliced))
+  return grads, sums
+
+
+def train_step(state: TrainState, batch, rng, opts: StepOptions):
+  """One optimizer step of the task's loss on the GLOBAL batch -> (new state, metrics)."""
+  rng = jax.random.fold_in(rng, state.step)
+  totals = opts.task.totals(batch)
+  scale = jnp.float32(1.0)
+  if opts.nan_at_step >= 0:
+    scale = jnp.where(state.step == opts.nan_at_step, jnp.float32(jnp.nan), scale)
+  grads, sums = _grads_and_sums(state, batch, rng, totals, scale, opts)
+  updates, opt_state = opts.tx.update(grads, state.opt_state, state.params)
+  new_state = state.replace(step=state.step + 1, opt_state=opt_state,
+                            params=optax.apply_updates(state.params, updates))
+  weight = jnp.maximum(sums["weight_sum"], 1e-9)
+  metrics = dict(
+      loss=sums["loss_sum"] * scale / weight,
+      z_loss=sums["z_loss_sum"] / weight,
+      grad_norm=optax.global_norm(grads),
+      learning_rate=opts.schedule(state.step),
+      tokens=sums["weight_sum"],
+      accuracy=sums["correct_sum"] / weight,
+  )
+  if "nsp_loss_sum" in sums:
+    nsp_rows = jnp.maximum(sums["nsp_weight_sum"], 1e-9)
+    metrics.update(nsp_loss=sums["nsp_loss_sum"] / nsp_rows,
+                   nsp_accuracy=sums["nsp_correct_sum"] / nsp_rows)
+  return new_state, metrics
+
+
+def step_options(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh) -> StepOptions:
+  """The run's StepOptions; checks microbatching against the batch and the mesh."""
   rules = sharding.rules_from_config(cfg)
   sharding.validate_rules(rules, mesh)
-  fields = model_input_fields(cfg.model.family)
-  tx = _make_optimizer(cfg)
-  schedule = optimizer_lib.make_schedule(cfg.optimizer, cfg.train.steps)
-  z_loss = float(cfg.optimizer.z_loss)
   microbatches = int(cfg.optimizer.microbatches)
   batch_size = int(cfg.train.batch_size)
   shards = sharding.batch_shard_count(mesh, rules)
@@ -246,110 +419,82 @@ def make_train_step(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh
         f"{batch_size // microbatches} is not divisible by the {shards} batch shards of mesh "
         f"{dict(mesh.shape)}")
   nan_at_step = cfg.train.get("nan_at_step")
+  return StepOptions(
+      model=model, task=tasks.make_task(cfg), tx=_make_optimizer(cfg),
+      schedule=optimizer_lib.make_schedule(cfg.optimizer, cfg.train.steps),
+      fields=model_input_fields(cfg.model.family), batch_size=batch_size, slices=microbatches,
+      nan_at_step=-1 if nan_at_step is None else int(nan_at_step), mesh=mesh, rules=rules)
+
+
+def make_train_step(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh,
+                    state_shardings: TrainState) -> Callable:
+  """train_step(state, batch, rng) -> (state, metrics), jitted once per batch layout with the
+  state's shardings; `state` is donated. `.lower(state, batch, rng)` gives the Lowered step.
+
+  With optimizer.microbatches = m > 1 the gradient is accumulated over m slices of the batch
+  and equals the full-batch gradient. With m = 1 on CPU, a batch whose activations outgrow the
+  cache is sliced the same way (`cpu_batch_slices`), decided here, outside the step body.
+  """
+  opts = step_options(cfg, model, mesh)
   replicated = NamedSharding(mesh, PartitionSpec())
   on_cpu = mesh.devices.flat[0].platform == "cpu"
 
-  def loss_fn(params, batch, rng, total_weight, scale):
-    outputs = model.apply(
-        {"params": params}, **{k: batch[k] for k in fields if k in batch},
-        deterministic=False, rngs={"dropout": rng})
-    sums = loss_lib.cross_entropy(
-        outputs["logits"], batch["targets"], batch["loss_weights"], z_loss)
-    return (sums["loss_sum"] + sums["z_loss_sum"]) * scale / total_weight, sums
+  param_bytes = _state_param_bytes(cfg, model, mesh) if on_cpu else 0
 
-  grad_fn = jax.grad(loss_fn, has_aux=True)
-
-  def step_fn(state, batch, rng):
-    rng = jax.random.fold_in(rng, state.step)
-    weight_sum = jnp.sum(batch["loss_weights"].astype(jnp.float32))
-    total_weight = jnp.where(weight_sum > 0, weight_sum, 1.0)
-    scale = jnp.float32(1.0)
-    if nan_at_step is not None and nan_at_step >= 0:
-      scale = jnp.where(state.step == nan_at_step, jnp.float32(jnp.nan), scale)
-
-    slices = microbatches
-    if slices == 1 and on_cpu:
-      param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state.params))
-      slices = cpu_batch_slices(cfg.model, batch, param_bytes, shards)
-    if slices == 1:
-      grads, sums = grad_fn(state.params, batch, rng, total_weight, scale)
-    else:
-      def split(x):  # [B, ...] -> [m, B/m, ...]; keeps each device's rows on that device
-        x = x.reshape(batch_size // slices, slices, *x.shape[1:])
-        return jnp.swapaxes(x, 0, 1)
-
-      def accumulate(carry, index_and_microbatch):
-        index, microbatch = index_and_microbatch
-        microbatch = {
-            k: jax.lax.with_sharding_constraint(v, sharding.batch_sharding(mesh, rules, v.ndim))
-            for k, v in microbatch.items()}
-        grads, sums = grad_fn(
-            state.params, microbatch, jax.random.fold_in(rng, index), total_weight, scale)
-        return jax.tree.map(jnp.add, carry, (grads, sums)), None
-
-      zero_sums = {k: jnp.zeros((), jnp.float32)
-                   for k in ("loss_sum", "z_loss_sum", "weight_sum", "correct_sum")}
-      zeros = (jax.tree.map(jnp.zeros_like, state.params), zero_sums)
-      (grads, sums), _ = jax.lax.scan(
-          accumulate, zeros, (jnp.arange(slices), jax.tree.map(split, batch)))
-
-    grad_norm = optax.global_norm(grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(
-        step=state.step + 1, params=optax.apply_updates(state.params, updates),
-        opt_state=opt_state)
-    metrics = dict(
-        loss=sums["loss_sum"] * scale / total_weight,
-        z_loss=sums["z_loss_sum"] / total_weight,
-        grad_norm=grad_norm,
-        learning_rate=schedule(state.step),
-        tokens=weight_sum,
-        accuracy=sums["correct_sum"] / total_weight,
-    )
-    return new_state, metrics
-
-  def make_jitted(batch_shardings):
+  def make_jitted(batch, batch_shardings):
+    step_opts = opts
+    if opts.slices == 1 and on_cpu:
+      step_opts = dataclasses.replace(opts, slices=cpu_batch_slices(
+          cfg.model, batch, param_bytes, sharding.batch_shard_count(mesh, opts.rules)))
     return jax.jit(
-        step_fn,
+        lambda state, batch, rng: train_step(state, batch, rng, step_opts),
         in_shardings=(state_shardings, batch_shardings, replicated),
         out_shardings=(state_shardings, replicated),
         donate_argnums=(0,))
 
-  jitted = _jit_per_batch_signature(make_jitted, mesh, rules)
+  jitted = _jit_per_batch_signature(make_jitted, mesh, opts.rules)
 
-  def train_step(state, batch, rng):
-    _check_batch(batch, batch_size, "train_step")
+  def run_train_step(state, batch, rng):
+    _check_batch(batch, opts.batch_size, "train_step")
     return jitted(state, batch, rng)
 
-  train_step.lower = jitted.lower
-  return train_step
+  run_train_step.lower = jitted.lower
+  return run_train_step
+
+
+def _state_param_bytes(cfg, model, mesh) -> int:
+  """Bytes of the model's parameters (all of them: each batch slice re-reads every weight)."""
+  abstract = state_layout(cfg, model, mesh).abstract_state
+  leaves = jax.tree.leaves((abstract.params, abstract.frozen))
+  return int(sum(np.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in leaves))
+
+
+def eval_step_fn(params, frozen, batch, opts: StepOptions):
+  """The task's eval sums (and per-example predictions, for classification) without dropout."""
+  return opts.task.eval_sums(apply_model(opts, params, frozen, batch), batch)
 
 
 def make_eval_step(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh,
                    state_shardings: TrainState) -> Callable:
-  """eval_step(params, batch) -> dict of sums (loss_sum, weight_sum, correct_sum) over the
-  global batch, without dropout; divide the summed sums to get means over many batches."""
-  rules = sharding.rules_from_config(cfg)
-  sharding.validate_rules(rules, mesh)
-  fields = model_input_fields(cfg.model.family)
+  """eval_step(params, batch, frozen=None) -> dict of sums (loss_sum, weight_sum, correct_sum)
+  over the GLOBAL batch, plus per-example predictions/targets/weights for classification and
+  regression. Divide the summed sums to get means over many batches."""
+  opts = step_options(cfg, model, mesh)
   replicated = NamedSharding(mesh, PartitionSpec())
 
-  def eval_fn(params, batch):
-    outputs = model.apply(
-        {"params": params}, **{k: batch[k] for k in fields if k in batch}, deterministic=True)
-    sums = loss_lib.cross_entropy(outputs["logits"], batch["targets"], batch["loss_weights"])
-    return {k: sums[k] for k in ("loss_sum", "weight_sum", "correct_sum")}
+  def make_jitted(batch, batch_shardings):
+    del batch
+    return jax.jit(
+        lambda params, batch, frozen: eval_step_fn(params, frozen, batch, opts),
+        in_shardings=(state_shardings.params, batch_shardings, state_shardings.frozen),
+        out_shardings=replicated)
 
-  def make_jitted(batch_shardings):
-    return jax.jit(eval_fn, in_shardings=(state_shardings.params, batch_shardings),
-                   out_shardings=replicated)
+  jitted = _jit_per_batch_signature(make_jitted, mesh, opts.rules)
 
-  jitted = _jit_per_batch_signature(make_jitted, mesh, rules)
-
-  def eval_step(params, batch):
+  def eval_step(params, batch, frozen=None):
     for field in ("targets", "loss_weights"):
       if field not in batch:
         raise ValueError(f"eval_step: batch has no {field!r} field (fields: {sorted(batch)})")
-    return jitted(params, batch)
+    return jitted(params, batch, {} if frozen is None else frozen)
 
   return eval_step

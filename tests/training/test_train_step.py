@@ -8,7 +8,7 @@ import pytest
 
 from llm_jax import models
 from llm_jax import sharding
-from llm_jax.training import loss as loss_lib
+from llm_jax.tasks import losses as loss_lib
 from llm_jax.training import optimizer
 from llm_jax.training import train_step as train_step_lib
 

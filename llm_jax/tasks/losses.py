@@ -1,4 +1,5 @@
-"""Weighted token cross-entropy with optional z-loss, returned as sums so shards add up."""
+"""Loss sums shared by the tasks: weighted token cross-entropy (+ z-loss) and example-level
+cross-entropy and squared error. Sums, not means, so that shards and microbatches add up."""
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,8 @@ def cross_entropy(
   """Sums over all weighted tokens, in float32 whatever the logits' dtype.
 
   Returns loss_sum (cross-entropy), z_loss_sum (z_loss * log(Z)^2, PaLM's auxiliary loss),
-  weight_sum and correct_sum (weighted count of argmax == target).
+  weight_sum and correct_sum (weighted count of argmax == target). Works for [B, V] logits
+  with [B] targets too (one prediction per example).
   """
   if logits_BxLxV.shape[:-1] != targets_BxL.shape or targets_BxL.shape != weights_BxL.shape:
     raise ValueError(
@@ -34,3 +36,15 @@ def cross_entropy(
   else:
     sums["z_loss_sum"] = jnp.zeros((), jnp.float32)
   return sums
+
+
+def squared_error(predictions_B: jax.Array, targets_B: jax.Array,
+                  weights_B: jax.Array) -> dict[str, jax.Array]:
+  """loss_sum = sum of weighted squared errors; weight_sum; correct_sum is 0 (no classes)."""
+  if predictions_B.shape != targets_B.shape or targets_B.shape != weights_B.shape:
+    raise ValueError(f"squared_error: predictions {predictions_B.shape}, targets "
+                     f"{targets_B.shape} and loss_weights {weights_B.shape} disagree")
+  weights_B = weights_B.astype(jnp.float32)
+  error_B = predictions_B.astype(jnp.float32) - targets_B.astype(jnp.float32)
+  return dict(loss_sum=jnp.sum(jnp.square(error_B) * weights_B), weight_sum=jnp.sum(weights_B),
+              correct_sum=jnp.zeros((), jnp.float32), z_loss_sum=jnp.zeros((), jnp.float32))
