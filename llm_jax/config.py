@@ -109,6 +109,21 @@ def finalize(cfg, device_count=None, process_count=None):
   if cfg.train.checkpoint_every < 0:
     raise ValueError(f"config.train.checkpoint_every must be >= 0, got {cfg.train.checkpoint_every}")
 
+  from llm_jax import tasks  # pylint: disable=g-import-not-at-top
+  from llm_jax.training import init_from  # pylint: disable=g-import-not-at-top
+  if cfg.task.name not in tasks.NAMES:
+    raise ValueError(f"config.task.name={cfg.task.name!r}: expected one of {tasks.NAMES}")
+  init_from.resolve_config(cfg)
+  if cfg.task.name in ("classification", "regression") and cfg.model.num_labels < 1:
+    raise ValueError(f"config.task.name={cfg.task.name!r} needs config.model.num_labels >= 1 "
+                     "(regression: 1)")
+  if cfg.task.name == "regression" and cfg.model.num_labels != 1:
+    raise ValueError(f"config.task.name='regression' needs config.model.num_labels=1, got "
+                     f"{cfg.model.num_labels}")
+  if cfg.task.name == "pretrain" and cfg.objective.nsp and cfg.data.pack:
+    raise ValueError("config.objective.nsp: the NSP head reads each row's first token, so "
+                     "rows must hold one example: set config.data.pack=False")
+
   device_count = jax.device_count() if device_count is None else device_count
   process_count = jax.process_count() if process_count is None else process_count
   check_mesh(cfg, device_count, process_count)

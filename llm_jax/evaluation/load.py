@@ -40,32 +40,58 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise ValueError(f"{path} is not valid JSON: {e}") from e
 
 
-def _restore_params(state_dir: epath.Path, abstract_params: Any, shardings: Any | None) -> Any:
-  """Reads only `params` from a TrainState checkpoint, checking names and shapes first."""
+def _stored_parts(state_dir: epath.Path) -> dict[str, set[str]]:
+  """{'params': names, 'frozen': names} of the parameters a TrainState checkpoint holds."""
   checkpointer = ocp.PyTreeCheckpointer()
   stored = checkpointer.metadata(state_dir).item_metadata.tree
   if "params" not in stored:
     raise ValueError(f"checkpoint {state_dir} has no 'params' (found {sorted(stored)})")
-  stored_flat = {jax.tree_util.keystr(p): m
-                 for p, m in jax.tree_util.tree_flatten_with_path(stored["params"])[0]}
-  wanted_flat = {jax.tree_util.keystr(p): a
-                 for p, a in jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
-  for name in sorted(wanted_flat.keys() - stored_flat.keys()):
+  flat = lambda tree: {jax.tree_util.keystr(p, simple=True, separator="/")
+                       for p, _ in jax.tree_util.tree_flatten_with_path(tree or {})[0]}
+  return {"params": flat(stored["params"]), "frozen": flat(stored.get("frozen"))}, stored
+
+
+def _restore_params(state_dir: epath.Path, abstract_params: Any, shardings: Any | None) -> Any:
+  """Reads every parameter (trainable `params` and `frozen`) of a TrainState checkpoint,
+  checking names and shapes first; returns the whole tree."""
+  from llm_jax.training import partition  # pylint: disable=g-import-not-at-top
+  parts, stored = _stored_parts(state_dir)
+  stored_shapes = {}
+  for item in parts:
+    for path, meta in jax.tree_util.tree_flatten_with_path(stored.get(item) or {})[0]:
+      stored_shapes[jax.tree_util.keystr(path, simple=True, separator="/")] = tuple(meta.shape)
+  wanted = {k: tuple(v.shape) for k, v in partition.flat(abstract_params).items()}
+  for name in sorted(wanted.keys() - stored_shapes.keys()):
     raise ValueError(f"checkpoint {state_dir}: parameter {name} of the model is missing")
-  for name in sorted(stored_flat.keys() - wanted_flat.keys()):
-    raise ValueError(f"checkpoint {state_dir}: parameter {name} does not exist in the model")
-  for name, abstract in wanted_flat.items():
-    if tuple(stored_flat[name].shape) != tuple(abstract.shape):
+  for name in sorted(stored_shapes.keys() - wanted.keys()):
+    raise ValueError(f"checkpoint {state_dir}: parameter {name} does not exist in the model "
+                     "(a quantized base? load it with the run's mesh)")
+  for name, shape in wanted.items():
+    if stored_shapes[name] != shape:
       raise ValueError(f"checkpoint {state_dir}: parameter {name} has shape "
-                       f"{tuple(stored_flat[name].shape)}, the model expects {abstract.shape}")
+                       f"{stored_shapes[name]}, the model expects {shape}")
+  item = dict(zip(("params", "frozen"), partition.split(abstract_params, parts["params"])))
   if shardings is None:
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract_params)
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
   else:
-    restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s), shardings)
-  restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
-      item={"params": abstract_params}, restore_args={"params": restore_args},
-      partial_restore=True))
-  return restored["params"]
+    split_shardings = dict(zip(("params", "frozen"), partition.split(shardings, parts["params"])))
+    restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s), split_shardings)
+  item = {k: v for k, v in item.items() if jax.tree.leaves(v)}
+  restore_args = {k: restore_args[k] for k in item}
+  restored = ocp.PyTreeCheckpointer().restore(state_dir, args=ocp.args.PyTreeRestore(
+      item=item, restore_args=restore_args, partial_restore=True))
+  return partition.merge(restored["params"], restored.get("frozen", {}))
+
+
+def restore_all_params(workdir: str, step: int) -> Any:
+  """Every parameter of a run's checkpoint at `step` as NumPy, whatever its trainable split."""
+  from llm_jax import models  # pylint: disable=g-import-not-at-top
+  cfg = load_config(workdir)
+  model = models.build_model(cfg.model)
+  state_dir = epath.Path(os.path.abspath(workdir)) / CHECKPOINT_DIR / str(step) / STATE_ITEM
+  if not state_dir.is_dir():
+    raise FileNotFoundError(f"workdir {workdir!r} has no checkpoint at step {step}")
+  return _restore_params(state_dir, models.abstract_params(model, cfg.model), None)
 
 
 def load_from_workdir(workdir: str, *, step: int | None = None, mesh=None):
@@ -93,8 +119,9 @@ def load_from_workdir(workdir: str, *, step: int | None = None, mesh=None):
     abstract_params, shardings = models.abstract_params(model, cfg.model), None
   else:
     from llm_jax.training import train_step  # pylint: disable=g-import-not-at-top
-    abstract_state, state_shardings = train_step.abstract_train_state(cfg, model, mesh)
-    abstract_params, shardings = abstract_state.params, state_shardings.params
+    layout = train_step.state_layout(cfg, model, mesh)
+    abstract_params = models.abstract_params(model, cfg.model)
+    shardings = layout.full_shardings
   state_dir = epath.Path(os.path.abspath(workdir)) / CHECKPOINT_DIR / str(step) / STATE_ITEM
   params = _restore_params(state_dir, abstract_params, shardings)
   if mesh is None:

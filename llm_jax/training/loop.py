@@ -16,7 +16,10 @@ from llm_jax import data
 from llm_jax import models
 from llm_jax import sharding
 from llm_jax.training import checkpoint as checkpoint_lib
+from llm_jax.training import init_from as init_from_lib
 from llm_jax.training import metrics as metrics_lib
+from llm_jax.training import partition
+from llm_jax.training import task_evaluation
 from llm_jax.training import train_step as train_step_lib
 
 
@@ -105,14 +108,16 @@ def _all_processes_done(done):
   return bool(np.all(multihost_utils.process_allgather(np.array(done))))
 
 
-def evaluate(cfg, eval_step, params, mesh, rules):
-  """Sums of (loss, weight, correct) over up to cfg.train.eval_batches validation batches.
+def evaluate(cfg, eval_step, state, mesh, rules):
+  """Sums of loss, weight and correct over up to cfg.train.eval_batches validation batches,
+  and the per-example predictions, targets and weights the task reports (classification).
 
   A process whose share of the validation data ends first feeds zero-weight batches until
   every process is done, so that all of them run the same number of eval steps.
   """
   eval_iter = make_process_pipeline(cfg, "validation")
   totals = np.zeros(3, np.float64)
+  examples = {}
   last = None
   for _ in range(cfg.train.eval_batches):
     local_batch = next(eval_iter, None)
@@ -121,10 +126,14 @@ def evaluate(cfg, eval_step, params, mesh, rules):
     if local_batch is None:
       local_batch = {**last, "loss_weights": np.zeros_like(last["loss_weights"])}
     last = local_batch
-    sums = eval_step(params, sharding.make_global_batch(local_batch, mesh, rules))
+    sums = jax.device_get(eval_step(state.params, sharding.make_global_batch(local_batch, mesh, rules),
+                                    state.frozen))
     totals += np.array([float(sums["loss_sum"]), float(sums["weight_sum"]),
                         float(sums["correct_sum"])])
-  return totals
+    for key in ("predictions", "targets", "weights"):
+      if key in sums:
+        examples.setdefault(key, []).append(np.asarray(sums[key]))
+  return totals, {k: np.concatenate(v) for k, v in examples.items()}
 
 
 def _check_finite(history):
@@ -151,6 +160,7 @@ def train(cfg, workdir, stop_at_step=None):
   mesh = sharding.make_mesh(cfg.mesh)
   rules = sharding.rules_from_config(cfg)
   model = models.build_model(cfg.model)
+  tokenizer = data.make_tokenizer(cfg.data)
 
   checkpointer = checkpoint_lib.Checkpointer(
       workdir, save_every=cfg.train.checkpoint_every, keep=cfg.train.keep_checkpoints,
@@ -159,14 +169,21 @@ def train(cfg, workdir, stop_at_step=None):
   abstract_state, shardings = train_step_lib.abstract_train_state(cfg, model, mesh)
   restored = checkpointer.restore_latest(abstract_state, shardings, train_iter)
   if restored is None:
+    initial = None
+    if cfg.train.init_from:
+      initial = init_from_lib.initial_params(cfg, models.abstract_params(model, cfg.model))
     state, shardings = train_step_lib.create_train_state(
-        cfg, model, mesh, jax.random.key(cfg.train.seed))
+        cfg, model, mesh, jax.random.key(cfg.train.seed), initial_params=initial)
     start_step = 0
   else:
     start_step, state, train_iter = restored
     logging.info("resuming from step %d", start_step)
   if is_primary:
     metrics_lib.drop_rows_after(workdir, start_step)
+  trainable = partition.count(state.params)
+  total = partition.count(models.abstract_params(model, cfg.model))
+  logging.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}",
+               100.0 * trainable / max(total, 1))
 
   train_step = train_step_lib.make_train_step(cfg, model, mesh, shardings)
   eval_step = train_step_lib.make_eval_step(cfg, model, mesh, shardings)
@@ -211,7 +228,9 @@ def train(cfg, workdir, stop_at_step=None):
           if log_now:
             last_train = writer.write_train(step, history[-1][1])
         if eval_now:
-          last_eval = writer.write_eval(step, *evaluate(cfg, eval_step, state.params, mesh, rules))
+          sums, examples = evaluate(cfg, eval_step, state, mesh, rules)
+          extra = task_evaluation.task_metrics(cfg, model, state, examples, tokenizer)
+          last_eval = writer.write_eval(step, *sums, extra=extra)
         if save_now:
           checkpointer.save(step, state, train_iter, force=True)
         if stop_now and not is_last:

@@ -71,8 +71,9 @@ class MetricsWriter:
     self._bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_sec']:.0f}")
     return row
 
-  def write_eval(self, step, loss_sum, weight_sum, correct_sum):
-    """Turns summed eval statistics into eval_loss, eval_perplexity and eval_accuracy."""
+  def write_eval(self, step, loss_sum, weight_sum, correct_sum, extra=None):
+    """Turns summed eval statistics into eval_loss, eval_perplexity and eval_accuracy; `extra`
+    ({name: value}, e.g. the task's macro_f1 or bleu) is written beside them as eval_<name>."""
     if weight_sum <= 0:
       raise ValueError(f"eval at step {step}: weight_sum is {weight_sum}, no target tokens")
     loss = float(loss_sum) / float(weight_sum)
@@ -82,6 +83,7 @@ class MetricsWriter:
         "eval_perplexity": math.exp(min(loss, 80.0)),
         "eval_accuracy": float(correct_sum) / float(weight_sum),
         "eval_tokens": float(weight_sum),
+        **{f"eval_{k}": float(v) for k, v in (extra or {}).items()},
     }
     self._write(row)
     if self._tb is not None:
@@ -89,8 +91,9 @@ class MetricsWriter:
         if key != "step":
           self._tb.add_scalar(f"eval/{key[len('eval_'):]}", value, step)
     if self._is_primary:
+      shown = "".join(f" {k} {v:.4f}" for k, v in (extra or {}).items())
       self._bar.write(f"step {step}: eval_loss {loss:.4f} perplexity {row['eval_perplexity']:.2f} "
-                      f"accuracy {row['eval_accuracy']:.4f}")
+                      f"accuracy {row['eval_accuracy']:.4f}{shown}")
     # Eval time is not training time.
     self._last_time = time.perf_counter()
     return row
