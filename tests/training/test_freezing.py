@@ -114,6 +114,7 @@ def test_nsp_loss_is_added_in_pretraining():
                    max_len=LENGTH, nsp_head=True, pooler=True)
   cfg.objective.nsp = True
   cfg.train.batch_size = BATCH
+  cfg.optimizer.warmup_steps = 0
   model = models.build_model(cfg.model)
   mesh = sharding.make_mesh(cfg.mesh)
   state, shardings = train_step_lib.create_train_state(cfg, model, mesh, jax.random.key(0))
