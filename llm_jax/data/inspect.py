@@ -38,6 +38,13 @@ def _weighted(tokenizer, ids: np.ndarray, weights: np.ndarray) -> str:
 
 def format_row(batch: dict[str, np.ndarray], row: int, tokenizer) -> str:
   """One packed row as text: each segment's fields, decoded."""
+  if batch["targets"].ndim == 1:  # Classification / regression: one example, one target per row.
+    real = batch["input_segment_ids"][row] > 0
+    lines = [f"inputs        : {tokenizer.decode(batch['inputs'][row][real])!r}"]
+    if "token_type_ids" in batch:
+      lines.append(f"token_type_ids: {batch['token_type_ids'][row][real].tolist()}")
+    lines.append(f"target        : {batch['targets'][row]} (loss weight {batch['loss_weights'][row]})")
+    return "\n".join(lines)
   lines = []
   seg_in = batch["input_segment_ids"][row]
   seg_dec = batch.get("decoder_segment_ids", batch["input_segment_ids"])[row]
@@ -71,7 +78,8 @@ def main(argv):
   cfg = _CONFIG.value
   tokenizer = make_tokenizer(cfg.data)
   batch = next(make_pipeline(cfg, split=_SPLIT.value, tokenizer=tokenizer))
-  print(f"objective={cfg.objective.name} tokenizer={cfg.data.tokenizer} "
+  task = cfg.task.name if cfg.get("task") is not None else "pretrain"
+  print(f"task={task} objective={cfg.objective.name} tokenizer={cfg.data.tokenizer} "
         f"vocab_size={tokenizer.vocab_size} split={_SPLIT.value}")
   print("fields: " + ", ".join(f"{k} {v.shape} {v.dtype}" for k, v in sorted(batch.items())))
   for row in range(min(_NUM_EXAMPLES.value, len(batch["inputs"]))):

@@ -91,7 +91,13 @@ def _split_name(cfg: ml_collections.ConfigDict, split: str) -> tuple[str, bool]:
 
 def make_dataset(cfg: ml_collections.ConfigDict, split: str = "train", process_index: int = 0,
                  process_count: int = 1, tokenizer: Tokenizer | None = None) -> grain.IterDataset:
-  """The pipeline as a grain IterDataset of batch dicts (see the module docstring)."""
+  """The pipeline as a grain IterDataset of batch dicts (see the module docstring).
+
+  A config whose task.name is not 'pretrain' gets the task pipeline (task_pipeline.py).
+  """
+  if cfg.get("task") is not None and cfg.task.name != "pretrain":
+    from llm_jax.data import task_pipeline  # pylint: disable=g-import-not-at-top
+    return task_pipeline.make_task_dataset(cfg, split, process_index, process_count, tokenizer)
   data = cfg.data
   tfds_split, is_train = _split_name(cfg, split)
   global_batch = cfg.train.batch_size

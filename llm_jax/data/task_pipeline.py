@@ -1,0 +1,96 @@
+"""The grain pipeline for fine-tuning tasks, with pipeline.py's contracts.
+
+    rows (task_files: JSONL / CSV / TSV globs or TFDS) -> row -> features (task_examples)
+      -> this process's rows [process_index::process_count] -> train: shuffle per epoch, repeat
+      -> classification / regression: one padded example per row
+         seq2seq / sft / cloze: FirstFitPack into rows of L (segment ids, positions; one example
+         per row with data.pack=False)
+      -> batches [train.batch_size // process_count, ...] of NumPy arrays
+
+`it.get_state()` / `it.set_state()` resume exactly. The eval split is read once, unshuffled, and
+its last batch is padded with empty rows (loss weight 0). Batch fields per task: see
+`task_feature_lengths` and task_examples' module docstring.
+"""
+
+import grain
+import ml_collections
+import numpy as np
+
+from llm_jax.data import task_examples
+from llm_jax.data import task_files
+from llm_jax.data.pipeline import _TOKEN_FIELDS, _to_batch_dict
+from llm_jax.data.tokenizer import Tokenizer, make_tokenizer
+
+
+def task_feature_lengths(cfg: ml_collections.ConfigDict) -> dict[str, int]:
+  """Per-example feature lengths of a packable task (seq2seq, sft, cloze), as packed."""
+  length = cfg.data.sequence_length
+  if cfg.model.family == "encoder_decoder":
+    target = cfg.data.target_length or length
+    return {"inputs": length, "decoder_inputs": target, "targets": target, "loss_weights": target}
+  lengths = {k: length for k in ("inputs", "targets", "loss_weights")}
+  if cfg.model.attention == "prefix":
+    lengths["prefix_mask"] = length
+  return lengths
+
+
+def _pad_rows(batch: dict[str, np.ndarray], batch_size: int, pad_id: int) -> dict[str, np.ndarray]:
+  """Fills a short last batch with empty rows: pad tokens, everything else 0 (weights, labels)."""
+  padded = {}
+  for key, value in batch.items():
+    fill = pad_id if key in ("inputs", "decoder_inputs") or (key == "targets" and value.ndim > 1) else 0
+    extra = np.full((batch_size - len(value),) + value.shape[1:], fill, value.dtype)
+    padded[key] = np.concatenate([value, extra])
+  return padded
+
+
+def make_task_dataset(cfg: ml_collections.ConfigDict, split: str = "train", process_index: int = 0,
+                      process_count: int = 1, tokenizer: Tokenizer | None = None) -> grain.IterDataset:
+  """The task pipeline as a grain IterDataset of batch dicts (see the module docstring)."""
+  data = cfg.data
+  name, is_train = task_files.split_name(cfg, split)
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} must lie in [0, process_count={process_count})")
+  global_batch = cfg.train.batch_size
+  if global_batch % process_count:
+    raise ValueError(f"train.batch_size={global_batch} is not divisible by process_count={process_count}")
+  batch_size = global_batch // process_count
+  seed = data.seed if data.seed >= 0 else cfg.train.seed
+  tokenizer = tokenizer or make_tokenizer(data)
+  examples = task_examples.TaskExamples(cfg, tokenizer)
+
+  rows = task_files.read_task_rows(cfg, split)
+  if isinstance(rows, list):  # In memory: fail on a bad row now, not mid-run.
+    for row in rows:
+      examples.check_row(row)
+  shard_size = len(range(process_index, len(rows), process_count))
+  if is_train and not shard_size:
+    raise ValueError(f"Split {name!r} has {len(rows)} rows, fewer than process_count={process_count}")
+  ds = grain.MapDataset.source(rows)[process_index::process_count]
+  if is_train:
+    if data.shuffle:
+      ds = ds.shuffle(seed=seed)
+    ds = ds.repeat(data.num_epochs or None)
+  ds = ds.map(examples).to_iter_dataset()
+
+  pad_id = tokenizer.specials.pad_id
+  if examples.name in task_examples.PACKABLE_TASKS:
+    lengths = task_feature_lengths(cfg)
+    ds = grain.experimental.FirstFitPackIterDataset(
+        ds, length_struct=lengths, num_packing_bins=data.num_packing_bins or batch_size,
+        shuffle_bins=False, padding_struct={k: pad_id if k in _TOKEN_FIELDS else 0 for k in lengths},
+        max_sequences_per_bin=None if data.pack else 1)
+    ds = ds.map(_to_batch_dict)
+  ds = ds.batch(batch_size, drop_remainder=is_train)
+  if not is_train:
+    ds = ds.map(lambda b: _pad_rows(b, batch_size, pad_id))
+  if data.num_workers > 0:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers))
+  return ds
+
+
+def make_task_pipeline(cfg: ml_collections.ConfigDict, split: str = "train", process_index: int = 0,
+                       process_count: int = 1, tokenizer: Tokenizer | None = None
+                       ) -> grain.DatasetIterator:
+  """An iterator of batch dicts `[train.batch_size // process_count, ...]` with get/set_state."""
+  return iter(make_task_dataset(cfg, split, process_index, process_count, tokenizer))
