@@ -23,6 +23,9 @@ import functools
 import hashlib
 import json
 import os
+import shutil
+import sys
+import tempfile
 import textwrap
 
 from absl import app
@@ -234,6 +237,26 @@ def apply_to_config(cfg, out_dir: str, dataset: str):
   for key, value in TASK_SETTINGS[dataset].items():
     cfg.task[key] = value
   return cfg
+
+
+def cached_path(name: str, data_dir: str, config_field: str) -> str:
+  """The file of 'DATASET/SPLIT' (e.g. 'function_module/train') under data_dir, writing every
+  dataset there first if needed (into a temporary folder, renamed when complete)."""
+  dataset, _, split = name.partition("/")
+  if dataset not in WRITERS or split not in ("train", "validation"):
+    raise ValueError(f"{config_field}='stdlib:{name}': expected 'stdlib:DATASET/SPLIT' with "
+                     f"DATASET one of {DATASETS} and SPLIT 'train' or 'validation'")
+  version = ".".join(map(str, sys.version_info[:2]))
+  root = os.path.join(os.path.expanduser(data_dir), "stdlib_tasks", f"python{version}")
+  if not os.path.isdir(root):
+    os.makedirs(os.path.dirname(root), exist_ok=True)
+    partial = tempfile.mkdtemp(prefix="writing_", dir=os.path.dirname(root))
+    write_all(partial)
+    try:
+      os.rename(partial, root)
+    except OSError:  # another process finished first
+      shutil.rmtree(partial, ignore_errors=True)
+  return os.path.join(root, dataset, f"{split}.jsonl")
 
 
 def count_rows(path: str) -> int:

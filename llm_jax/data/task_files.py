@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 PROVENANCE = "_provenance"
+STDLIB_PREFIX = "stdlib:"  # 'stdlib:DATASET/SPLIT': a stdlib_tasks dataset, written on first use
 FORMATS = ("auto", "jsonl", "csv", "tsv")
 _EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
                ".tsv": "tsv", ".tab": "tsv"}
@@ -234,4 +235,9 @@ def read_task_rows(cfg: ml_collections.ConfigDict, split: str) -> collections.ab
   if cfg.data.source == "tfds":
     return tfds_rows(cfg.data, name)
   config_field = "data.train_files" if is_train else "data.eval_files"
-  return read_files(cfg.data[config_field.split(".")[1]], cfg.data.format, config_field)
+  pattern = cfg.data[config_field.split(".")[1]]
+  if pattern.startswith(STDLIB_PREFIX):
+    from llm_jax.data import stdlib_tasks  # pylint: disable=g-import-not-at-top
+    pattern = stdlib_tasks.cached_path(pattern[len(STDLIB_PREFIX):], cfg.data.data_dir,
+                                       config_field)
+  return read_files(pattern, cfg.data.format, config_field)
