@@ -91,25 +91,28 @@ def _decoder_only(model, params, tokens_BxP, segment_ids_BxP, opts, cache_len):
   positions_BxP = jnp.maximum(jnp.cumsum(segment_ids_BxP, axis=1) - 1, 0)
   lengths_B = jnp.sum(segment_ids_BxP, axis=1)
   batch = tokens_BxP.shape[0]
+  # Prompt tuning: the soft prompt goes into the cache at prefill (the cache is allocated with
+  # room for it); later steps feed the new token alone.
+  with_prompt = {"add_soft_prompt": True} if model.cfg.peft.prompt_length else {}
 
   def init_fn(b):
     zeros_BxL = jnp.zeros((b, cache_len), jnp.int32)
     return model.apply({"params": params}, zeros_BxL, input_positions=zeros_BxL, decode=True,
-                       mutable=["cache"])[1]
+                       mutable=["cache"], **with_prompt)[1]
 
   empty_cache = cache_lib.empty_cache(init_fn, batch)
 
-  def apply(cache, tokens_BxL, segment_ids_BxL, positions_BxL, prefix_BxL):
+  def apply(cache, tokens_BxL, segment_ids_BxL, positions_BxL, prefix_BxL, **kwargs):
     out, updated = model.apply(
         {"params": params, "cache": cache}, tokens_BxL, input_segment_ids=segment_ids_BxL,
         input_positions=positions_BxL, prefix_mask=prefix_BxL, deterministic=True,
-        decode=True, mutable=["cache"])
+        decode=True, mutable=["cache"], **kwargs)
     return out["logits"][:, -1].astype(jnp.float32), updated["cache"]
 
   def prefill():
     prefix_BxP = segment_ids_BxP if opts.prefix_lm else None
     logits_BxV, cache = apply(empty_cache, tokens_BxP, segment_ids_BxP, positions_BxP,
-                              prefix_BxP)
+                              prefix_BxP, **with_prompt)
     return logits_BxV, (cache, lengths_B)
 
   def step(state, tokens_B, i):
@@ -317,15 +320,20 @@ def generate(model, params, prompts, *, max_new_tokens: int, method: str = "gree
   pad_id = cfg.pad_token_id if pad_id is None else pad_id
   rows = _as_rows(prompts, "prompts")
   longest = max(len(r) for r in rows)
+  # Prefix / prompt tuning: the learned prefix and the soft prompt take the first positions.
+  prefix_length, prompt_length = cfg.peft.prefix_length, cfg.peft.prompt_length
   if cfg.family == "decoder":
-    if longest + max_new_tokens > cfg.max_len:
-      raise ValueError(f"prompt length {longest} + max_new_tokens {max_new_tokens} exceeds the "
-                       f"model's context max_len={cfg.max_len}")
+    virtual = prefix_length + prompt_length
+    if virtual + longest + max_new_tokens > cfg.max_len:
+      raise ValueError(f"prompt length {longest} + max_new_tokens {max_new_tokens} (+ {virtual} "
+                       f"prefix/soft-prompt positions) exceeds the model's context "
+                       f"max_len={cfg.max_len}")
     tokens_BxP, segment_ids_BxP = left_pad(rows, pad_id)
   else:
-    if longest > cfg.max_len or max_new_tokens > cfg.max_len:
-      raise ValueError(f"encoder input length {longest} or max_new_tokens {max_new_tokens} "
-                       f"exceeds the model's max_len={cfg.max_len}")
+    if prompt_length + longest > cfg.max_len or prefix_length + max_new_tokens > cfg.max_len:
+      raise ValueError(f"encoder input length {longest} (+ {prompt_length} soft-prompt "
+                       f"positions) or max_new_tokens {max_new_tokens} (+ {prefix_length} "
+                       f"prefix positions) exceeds the model's max_len={cfg.max_len}")
     tokens_BxP, segment_ids_BxP = right_pad(rows, pad_id)
   for row in rows:
     if min(row) < 0 or max(row) >= cfg.vocab_size:

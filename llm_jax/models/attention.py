@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from llm_jax.models import layers
 from llm_jax.models import positions
+from llm_jax.models import prompts
 
 Array = jax.Array
 
@@ -18,16 +19,20 @@ RELATIVE_KINDS = ("none", "alibi", "t5", "t5_bidirectional")
 def attention_mask(q_positions_BxQ: Array, q_segment_ids_BxQ: Array, k_positions_BxK: Array,
                    k_segment_ids_BxK: Array, mask_type: str,
                    q_prefix_BxQ: Optional[Array] = None,
-                   k_prefix_BxK: Optional[Array] = None) -> Array:
+                   k_prefix_BxK: Optional[Array] = None,
+                   k_shared_BxK: Optional[Array] = None) -> Array:
   """[B, 1, Q, K] bool: q attends to k iff seg_q == seg_k != 0 and the mask type allows it.
 
   'causal': k_pos <= q_pos. 'prefix': causal, or both tokens in the prefix.
-  'bidirectional' and 'cross': segments only.
+  'bidirectional' and 'cross': segments only. Keys flagged in k_shared_BxK (a decoder's soft
+  prompt) are in every segment: any real query may attend them, as the mask type allows.
   """
   if mask_type not in MASK_TYPES:
     raise ValueError(f"Unknown mask_type {mask_type!r}; expected one of {MASK_TYPES}")
   q_seg, k_seg = q_segment_ids_BxQ[:, :, None], k_segment_ids_BxK[:, None, :]
   mask_BxQxK = (q_seg == k_seg) & (q_seg != 0)
+  if k_shared_BxK is not None:
+    mask_BxQxK |= k_shared_BxK.astype(bool)[:, None, :] & (q_seg != 0)
   if mask_type in ("causal", "prefix"):
     allowed_BxQxK = k_positions_BxK[:, None, :] <= q_positions_BxQ[:, :, None]
     if mask_type == "prefix" and q_prefix_BxQ is not None and k_prefix_BxK is not None:
@@ -43,19 +48,29 @@ class Attention(nn.Module):
   decode=True, self-attention appends the new keys/values, positions, segment ids and prefix
   flags to its 'cache' collection at cache_index and attends over the whole cache. Cross-attention
   recomputes keys/values from the encoder states at every call (nothing cached).
+
+  Prefix tuning (self-attention, prefix_length > 0): learned keys/values [P, kv_heads, head_dim]
+  (the 'prefix' PrefixTable, or prefix_kv_2xPxGxK from the stack's PrefixEncoder) go before the
+  keys, in decode mode before the whole cache at every call (never written into it). Every real
+  query (segment != 0) attends them, whatever its segment or the mask type; they have no RoPE
+  rotation and positions 0..P-1 for relative biases (ALiBi, T5), as HF's past_key_values.
+  shared_positions > 0 (a decoder's soft prompt): keys at positions below it (with a real
+  segment) are seen by every segment of a packed row.
   """
   cfg: object
   mask_type: str = "causal"
   relative: str = "none"  # 'none' | 'alibi' | 't5' (unidirectional) | 't5_bidirectional'
   use_rope: bool = False
   init_scale: float = 1.0  # DeepNet beta for the value and output projections
+  prefix_length: int = 0  # learned prefix keys/values (self-attention only)
+  shared_positions: int = 0  # keys at positions below this are in every segment (soft prompt)
 
   @nn.compact
   def __call__(self, x_BxQxD: Array, q_positions_BxQ: Array, q_segment_ids_BxQ: Array,
                q_prefix_BxQ: Optional[Array] = None, kv_inputs_BxSxD: Optional[Array] = None,
                kv_segment_ids_BxS: Optional[Array] = None,
                relpos_table_NxH: Optional[Array] = None, deterministic: bool = True,
-               decode: bool = False) -> Array:
+               decode: bool = False, prefix_kv_2xPxGxK: Optional[Array] = None) -> Array:
     cfg = self.cfg
     if self.relative not in RELATIVE_KINDS:
       raise ValueError(f"Unknown relative bias {self.relative!r}")
@@ -72,7 +87,8 @@ class Attention(nn.Module):
     def project(x, heads, heads_axis, name, init_fn):
       return layers.dense((heads, head_dim), -1, ("embed", heads_axis, "head_dim"),
                           (heads_axis, "head_dim"), use_bias=cfg.use_bias, dtype=dtype,
-                          param_dtype=param_dtype, init=init_fn, name=name)(x)
+                          param_dtype=param_dtype, init=init_fn, name=name,
+                          peft=cfg.peft)(x)
 
     kv_source = kv_inputs_BxSxD if is_cross else x_BxQxD
     q_BxQxHxK = project(x_BxQxD, num_heads, "heads", "query", init)
@@ -99,12 +115,33 @@ class Attention(nn.Module):
         (k_BxSxGxK, v_BxSxGxK, k_positions_BxS, k_segment_ids_BxS,
          k_prefix_BxS) = self._update_cache(k_BxSxGxK, v_BxSxGxK, q_positions_BxQ,
                                             q_segment_ids_BxQ, q_prefix_BxQ)
+    k_shared_BxS = None
+    if self.shared_positions and not is_cross:
+      k_shared_BxS = (k_positions_BxS < self.shared_positions) & (k_segment_ids_BxS != 0)
+    mask_Bx1xQxS = attention_mask(q_positions_BxQ, q_segment_ids_BxQ, k_positions_BxS,
+                                  k_segment_ids_BxS, "cross" if is_cross else self.mask_type,
+                                  q_prefix_BxQ, k_prefix_BxS, k_shared_BxS)
+    if self.prefix_length and not is_cross:
+      if prefix_kv_2xPxGxK is None:
+        prefix_k_PxGxK, prefix_v_PxGxK = prompts.PrefixTable(cfg, self.prefix_length,
+                                                             name="prefix")()
+      else:
+        prefix_k_PxGxK, prefix_v_PxGxK = prefix_kv_2xPxGxK[0], prefix_kv_2xPxGxK[1]
+      b, p = x_BxQxD.shape[0], self.prefix_length
+      k_BxSxGxK = jnp.concatenate([jnp.broadcast_to(prefix_k_PxGxK.astype(k_BxSxGxK.dtype)[None],
+                                                    (b,) + prefix_k_PxGxK.shape), k_BxSxGxK], 1)
+      v_BxSxGxK = jnp.concatenate([jnp.broadcast_to(prefix_v_PxGxK.astype(v_BxSxGxK.dtype)[None],
+                                                    (b,) + prefix_v_PxGxK.shape), v_BxSxGxK], 1)
+      k_positions_BxS = jnp.concatenate(
+          [jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p)),
+           k_positions_BxS.astype(jnp.int32)], axis=1)
+      real_query_Bx1xQx1 = (q_segment_ids_BxQ != 0)[:, None, :, None]
+      mask_Bx1xQxS = jnp.concatenate(
+          [jnp.broadcast_to(real_query_Bx1xQx1, real_query_Bx1xQx1.shape[:3] + (p,)),
+           mask_Bx1xQxS], axis=-1)
     k_BxSxGxK = nn.with_logical_constraint(k_BxSxGxK, ("batch", "length", "kv_heads", "head_dim"))
     v_BxSxGxK = nn.with_logical_constraint(v_BxSxGxK, ("batch", "length", "kv_heads", "head_dim"))
 
-    mask_Bx1xQxS = attention_mask(q_positions_BxQ, q_segment_ids_BxQ, k_positions_BxS,
-                                  k_segment_ids_BxS, "cross" if is_cross else self.mask_type,
-                                  q_prefix_BxQ, k_prefix_BxS)
     bias_BxHxQxS = None
     if self.relative == "alibi":
       bias_BxHxQxS = positions.alibi_bias(q_positions_BxQ, k_positions_BxS, num_heads)
@@ -133,7 +170,7 @@ class Attention(nn.Module):
     out_BxQxHxK = nn.with_logical_constraint(out_BxQxHxK, ("batch", "length", "heads", "head_dim"))
     return layers.dense(cfg.d_model, (-2, -1), ("heads", "head_dim", "embed"), ("embed",),
                         use_bias=cfg.use_bias, dtype=dtype, param_dtype=param_dtype,
-                        init=init_scaled, name="out")(out_BxQxHxK)
+                        init=init_scaled, name="out", peft=cfg.peft)(out_BxQxHxK)
 
   def _update_cache(self, k_BxLxGxK, v_BxLxGxK, positions_BxL, segment_ids_BxL, prefix_BxL):
     """Writes L new entries at cache_index; returns the whole cache (keys, values, metadata)."""

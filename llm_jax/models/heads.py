@@ -28,7 +28,8 @@ class LMHead(nn.Module):
     else:
       logits_BxLxV = layers.dense(cfg.vocab_size, -1, ("embed", "vocab"), ("vocab",),
                                   use_bias=False, dtype=dtype, param_dtype=param_dtype,
-                                  init=layers.kernel_init(cfg.init_std), name="lm_head")(x_BxLxD)
+                                  init=layers.kernel_init(cfg.init_std), name="lm_head",
+                                  peft=cfg.peft)(x_BxLxD)
     if cfg.final_logits_bias:
       bias_V = self.param("final_logits_bias", nn.with_logical_partitioning(
           nn.initializers.zeros_init(), ("vocab",)), (cfg.vocab_size,), param_dtype)
@@ -49,7 +50,7 @@ class MLMHead(nn.Module):
     if cfg.mlm_head_transform:
       x_BxLxD = layers.dense(cfg.d_model, -1, ("embed", "mlp"), ("mlp",), use_bias=True,
                              dtype=dtype, param_dtype=param_dtype, init=init,
-                             name="transform")(x_BxLxD)
+                             name="transform", peft=cfg.peft)(x_BxLxD)
       act = layers.GATED_ACTIVATIONS.get(cfg.activation, cfg.activation)
       x_BxLxD = layers.get_activation(act)(x_BxLxD)
       x_BxLxD = layers.make_norm(cfg, "transform_norm")(x_BxLxD)
@@ -58,7 +59,7 @@ class MLMHead(nn.Module):
     else:
       logits_BxLxV = layers.dense(cfg.vocab_size, -1, ("embed", "vocab"), ("vocab",),
                                   use_bias=False, dtype=dtype, param_dtype=param_dtype,
-                                  init=init, name="decoder")(x_BxLxD)
+                                  init=init, name="decoder", peft=cfg.peft)(x_BxLxD)
     bias_V = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(),
                                                              ("vocab",)),
                         (cfg.vocab_size,), param_dtype)

@@ -7,6 +7,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from llm_jax.models import lora
+from llm_jax.peft import quantize
+
 Array = jax.Array
 Initializer = Callable
 
@@ -38,7 +41,18 @@ def kernel_init(std: float, scale: float = 1.0) -> Initializer:
 class DenseGeneral(nn.Module):
   """y = x . kernel over `axis`, with the kernel created at its full shape so that its logical
   axis names hold from the start (flax's DenseGeneral builds a flat kernel and reshapes it,
-  which breaks logical constraints on kernels with more than two axes)."""
+  which breaks logical constraints on kernels with more than two axes).
+
+  With `peft` (the model config's peft section), on the layers its regexes match (see
+  llm_jax.models.lora for the layer path):
+    LoRA:    y += (lora_alpha / lora_rank) * dropout(x) . lora_a . lora_b, lora_a
+             [*contracted, rank] (HF peft's kaiming-uniform), lora_b [rank, *features] (zeros,
+             so the model starts as the base model).
+    (IA)^3:  ia3_scale (ones) multiplies the output features (after the bias), or for
+             ia3_feedforward layers the input features.
+  The kernel may be a quantize.QuantizedArray (QLoRA's frozen base); it is dequantised here.
+  LoRA dropout runs when a 'dropout' rng is given unless `deterministic` says otherwise.
+  """
   features: int | Sequence[int]
   axis: int | Sequence[int]
   kernel_axes: Sequence[str]
@@ -47,38 +61,100 @@ class DenseGeneral(nn.Module):
   dtype: jnp.dtype
   param_dtype: jnp.dtype
   init: Initializer
+  peft: object = None
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
+  def __call__(self, x: Array, deterministic: bool | None = None) -> Array:
     features = (self.features,) if isinstance(self.features, int) else tuple(self.features)
     axis = (self.axis,) if isinstance(self.axis, int) else tuple(self.axis)
     axis = tuple(a % x.ndim for a in axis)
-    kernel = self.param("kernel", nn.with_logical_partitioning(self.init, tuple(self.kernel_axes)),
-                        tuple(x.shape[a] for a in axis) + features, self.param_dtype)
-    if axis == tuple(range(x.ndim - len(axis), x.ndim)):
+    contracted = tuple(x.shape[a] for a in axis)
+    n_in, kernel_axes = len(axis), tuple(self.kernel_axes)
+    kernel = self._kernel(contracted + features)
+    path = lora.layer_path(self)
+    use_lora = lora.lora_applies(self.peft, path)
+    ia3 = lora.ia3_mode(self.peft, path)
+
+    x = x.astype(self.dtype)
+    if ia3 == "input":
+      scale = self.param(lora.IA3_PARAM, nn.with_logical_partitioning(
+          nn.initializers.ones_init(), kernel_axes[:n_in]), contracted, self.param_dtype)
+      x = x * _broadcast_to_axes(scale.astype(self.dtype), axis, x.ndim)
+    if use_lora:
+      rank = self.peft.lora_rank
+      lora.check_rank(rank, path, contracted, features)
+      lora_a = self.param("lora_a", nn.with_logical_partitioning(
+          lora.lora_a_init(n_in), kernel_axes[:n_in] + (None,)), contracted + (rank,),
+                          self.param_dtype).astype(self.dtype)
+      lora_b = self.param("lora_b", nn.with_logical_partitioning(
+          nn.initializers.zeros_init(), (None,) + kernel_axes[n_in:]), (rank,) + features,
+                          self.param_dtype).astype(self.dtype)
+      x_lora = x
+      if self.peft.lora_dropout > 0:
+        if deterministic is None:
+          deterministic = not self.has_rng("dropout")
+        x_lora = nn.Dropout(self.peft.lora_dropout)(x, deterministic=deterministic)
+      lora_scale = jnp.asarray(self.peft.lora_alpha / rank, self.dtype)
+
+    kernel = kernel.astype(self.dtype)
+    if axis == tuple(range(x.ndim - n_in, x.ndim)):
       # Trailing contraction as one 2-D matmul: XLA:CPU then differentiates it without
       # transposing activations.
-      batch_shape, contract = x.shape[:x.ndim - len(axis)], math.prod(x.shape[a] for a in axis)
-      y = jnp.dot(x.astype(self.dtype).reshape(-1, contract),
-                  kernel.astype(self.dtype).reshape(contract, -1))
+      batch_shape, contract = x.shape[:x.ndim - n_in], math.prod(contracted)
+      y = jnp.dot(x.reshape(-1, contract), kernel.reshape(contract, -1))
+      if use_lora:
+        h = jnp.dot(x_lora.reshape(-1, contract), lora_a.reshape(contract, -1)) * lora_scale
+        y = y + jnp.dot(h, lora_b.reshape(h.shape[-1], -1))
       y = y.reshape(*batch_shape, *features)
     else:
-      y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
-                              ((axis, tuple(range(len(axis)))), ((), ())))
+      dims = ((axis, tuple(range(n_in))), ((), ()))
+      y = jax.lax.dot_general(x, kernel, dims)
+      if use_lora:
+        h = jax.lax.dot_general(x_lora, lora_a, dims) * lora_scale
+        y = y + jnp.tensordot(h, lora_b, axes=1)
     if self.use_bias:
       bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(),
                                                              tuple(self.bias_axes)),
                         features, self.param_dtype)
       y = y + bias.astype(self.dtype)
+    if ia3 == "output":
+      scale = self.param(lora.IA3_PARAM, nn.with_logical_partitioning(
+          nn.initializers.ones_init(), kernel_axes[n_in:]), features, self.param_dtype)
+      y = y * scale.astype(self.dtype)
     return y
+
+  def _kernel(self, shape: tuple[int, ...]) -> Array:
+    """The kernel parameter, dequantised when the params hold a QuantizedArray."""
+    if self.has_variable("params", "kernel"):
+      value = self.get_variable("params", "kernel")
+      if isinstance(value, nn.Partitioned):
+        value = value.unbox()
+      if isinstance(value, quantize.QuantizedArray):
+        kernel = quantize.dequantize(value)
+        if kernel.shape != shape:
+          raise ValueError(f"quantized kernel of {lora.layer_path(self)!r} has shape "
+                           f"{kernel.shape}; the layer expects {shape}")
+        return kernel
+    return self.param("kernel", nn.with_logical_partitioning(self.init, tuple(self.kernel_axes)),
+                      shape, self.param_dtype)
+
+
+def _broadcast_to_axes(v: Array, axis: tuple[int, ...], ndim: int) -> Array:
+  """v [x.shape[a] for a in axis] reshaped to broadcast against an x of rank ndim."""
+  shape = [1] * ndim
+  for i, a in enumerate(axis):
+    shape[a] = v.shape[i]
+  return jnp.transpose(v, sorted(range(len(axis)), key=lambda i: axis[i])).reshape(shape)
 
 
 def dense(features, axis, kernel_axes: Sequence[str], bias_axes: Sequence[str], *,
-          use_bias: bool, dtype, param_dtype, init: Initializer, name: str) -> DenseGeneral:
-  """A dense layer whose kernel and bias carry logical axis names."""
+          use_bias: bool, dtype, param_dtype, init: Initializer, name: str,
+          peft=None) -> DenseGeneral:
+  """A dense layer whose kernel and bias carry logical axis names; `peft` (the model config's
+  peft section) adds LoRA / (IA)^3 where its targets match the layer."""
   return DenseGeneral(features=features, axis=axis, kernel_axes=tuple(kernel_axes),
                       bias_axes=tuple(bias_axes), use_bias=use_bias, dtype=dtype,
-                      param_dtype=param_dtype, init=init, name=name)
+                      param_dtype=param_dtype, init=init, name=name, peft=peft)
 
 
 def embed(num_embeddings: int, features: int, axes: Sequence, *, dtype, param_dtype,
@@ -134,7 +210,8 @@ class MLP(nn.Module):
 
     def wi(name):
       return dense(cfg.d_ff, -1, ("embed", "mlp"), ("mlp",), use_bias=cfg.use_bias,
-                   dtype=dtype, param_dtype=param_dtype, init=init, name=name)(x_BxLxD)
+                   dtype=dtype, param_dtype=param_dtype, init=init, name=name,
+                   peft=cfg.peft)(x_BxLxD)
 
     if cfg.activation in GATED_ACTIVATIONS:
       act = get_activation(GATED_ACTIVATIONS[cfg.activation])
@@ -144,4 +221,5 @@ class MLP(nn.Module):
     h_BxLxF = nn.with_logical_constraint(h_BxLxF, ("batch", "length", "mlp"))
     h_BxLxF = nn.Dropout(cfg.dropout_rate)(h_BxLxF, deterministic=deterministic)
     return dense(cfg.d_model, -1, ("mlp", "embed"), ("embed",), use_bias=cfg.use_bias,
-                 dtype=dtype, param_dtype=param_dtype, init=init, name="wo")(h_BxLxF)
+                 dtype=dtype, param_dtype=param_dtype, init=init, name="wo",
+                 peft=cfg.peft)(h_BxLxF)

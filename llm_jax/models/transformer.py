@@ -4,6 +4,13 @@ A Stack turns token embeddings into hidden states: position embeddings / token t
 embedding norm, then `num_layers` layers (a Python loop or nn.scan, optionally rematerialised),
 then the final norm. Relative position biases (ALiBi, T5) are computed inside attention from
 query and key positions; the T5 bias table lives once per stack and is shared by its layers.
+
+Prefix tuning (Stack.prefix_length > 0): each layer's self-attention gets learned prefix keys
+and values: per-layer PrefixTables, or with cfg.peft.prefix_hidden > 0 one PrefixEncoder MLP per
+stack ('prefix_encoder') whose output is sliced per layer (scanned over the 'layers' axis with
+scan_layers). The positions passed to the stack are final: the model has already shifted the
+real tokens past the prefix and the soft prompt (see models/prompts.py).
+Houlsby adapters (cfg.peft.adapter_size > 0) follow the self-attention and MLP sublayers.
 """
 
 import math
@@ -16,6 +23,7 @@ import jax.numpy as jnp
 from llm_jax.models import attention
 from llm_jax.models import layers
 from llm_jax.models import positions
+from llm_jax.models import prompts
 
 Array = jax.Array
 
@@ -50,6 +58,9 @@ class TransformerLayer(nn.Module):
   pre:      x = x + f(norm(x))
   post:     x = norm(x + f(x))
   deepnorm: x = norm(alpha * x + f(x))
+
+  With cfg.peft.adapter_size > 0, f(.) is followed by a Houlsby adapter (after its dropout) for
+  the self-attention ('self_attention_adapter') and the MLP ('mlp_adapter').
   """
   cfg: object
   mask_type: str = "causal"
@@ -58,31 +69,39 @@ class TransformerLayer(nn.Module):
   alpha: float = 1.0
   beta: float = 1.0
   scanned: bool = False  # return (x, None) as nn.scan expects
+  prefix_length: int = 0  # prefix tuning in the self-attention
+  shared_positions: int = 0  # see attention.Attention
 
   @nn.compact
   def __call__(self, x_BxLxD: Array, positions_BxL: Array, segment_ids_BxL: Array,
                prefix_BxL: Optional[Array], encoded_BxSxD: Optional[Array],
                encoder_segment_ids_BxS: Optional[Array], relpos_table_NxH: Optional[Array],
-               deterministic: bool = True, decode: bool = False):
+               deterministic: bool = True, decode: bool = False,
+               prefix_kv_2xPxGxK: Optional[Array] = None):
     cfg = self.cfg
     if cfg.norm_position not in ("pre", "post", "deepnorm"):
       raise ValueError(f"Unknown norm_position {cfg.norm_position!r}")
     dropout = nn.Dropout(cfg.dropout_rate)
 
-    def residual(x, fn, name):
+    def residual(x, fn, name, adapter=False):
       norm = layers.make_norm(cfg, f"{name}_norm")
-      if cfg.norm_position == "pre":
-        return x + dropout(fn(norm(x)), deterministic=deterministic)
-      y = dropout(fn(x), deterministic=deterministic)
+      post = cfg.norm_position != "pre"
+      y = dropout(fn(x if post else norm(x)), deterministic=deterministic)
+      if adapter and cfg.peft.adapter_size:
+        y = prompts.Adapter(cfg, name=f"{name}_adapter")(y)
+      if not post:
+        return x + y
       return norm(x * jnp.asarray(self.alpha, x.dtype) + y)
 
     self_attention = attention.Attention(
         cfg, mask_type=self.mask_type, relative=self.relative,
-        use_rope=cfg.position == "rope", init_scale=self.beta, name="self_attention")
+        use_rope=cfg.position == "rope", init_scale=self.beta, prefix_length=self.prefix_length,
+        shared_positions=self.shared_positions, name="self_attention")
     x_BxLxD = residual(
         x_BxLxD, lambda h: self_attention(h, positions_BxL, segment_ids_BxL, prefix_BxL, None,
-                                          None, relpos_table_NxH, deterministic, decode),
-        "self_attention")
+                                          None, relpos_table_NxH, deterministic, decode,
+                                          prefix_kv_2xPxGxK),
+        "self_attention", adapter=True)
     if self.has_cross:
       cross_attention = attention.Attention(cfg, mask_type="cross", init_scale=self.beta,
                                             name="cross_attention")
@@ -92,7 +111,7 @@ class TransformerLayer(nn.Module):
                                              deterministic, decode),
           "cross_attention")
     mlp = layers.MLP(cfg, init_scale=self.beta, name="mlp")
-    x_BxLxD = residual(x_BxLxD, lambda h: mlp(h, deterministic), "mlp")
+    x_BxLxD = residual(x_BxLxD, lambda h: mlp(h, deterministic), "mlp", adapter=True)
     x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("batch", "length", "embed"))
     return (x_BxLxD, None) if self.scanned else x_BxLxD
 
@@ -105,6 +124,8 @@ class Stack(nn.Module):
   has_cross: bool = False
   use_token_types: bool = False
   deepnorm_stack: str = "decoder"  # which DeepNet coefficients apply
+  prefix_length: int = 0  # prefix tuning in every self-attention layer of this stack
+  shared_positions: int = 0  # a decoder's soft prompt: see attention.Attention
 
   @nn.compact
   def __call__(self, x_BxLxD: Array, positions_BxL: Array, segment_ids_BxL: Array,
@@ -156,18 +177,28 @@ class Stack(nn.Module):
       layer_cls = nn.remat(layer_cls, policy=REMAT_POLICIES[cfg.remat_policy],
                            prevent_cse=not cfg.scan_layers, static_argnums=(8, 9))
     layer_kwargs = dict(cfg=cfg, mask_type=self.mask_type, relative=relative,
-                        has_cross=self.has_cross, alpha=alpha, beta=beta)
+                        has_cross=self.has_cross, alpha=alpha, beta=beta,
+                        prefix_length=self.prefix_length, shared_positions=self.shared_positions)
     args = (positions_BxL, segment_ids_BxL, prefix_BxL, encoded_BxSxD, encoder_segment_ids_BxS,
             relpos_table_NxH, deterministic, decode)
+    prefix_kv_Nx2xPxGxK = None  # every layer's prefix from the reparameterisation MLP
+    if self.prefix_length and cfg.peft.prefix_hidden:
+      prefix_kv_Nx2xPxGxK = prompts.PrefixEncoder(
+          cfg, self.num_layers, self.prefix_length, cfg.peft.prefix_hidden,
+          name="prefix_encoder")()
     if cfg.scan_layers:
       scanned = nn.scan(
           layer_cls, variable_axes={"params": 0, "cache": 0},
-          split_rngs={"params": True, "dropout": True}, in_axes=(nn.broadcast,) * len(args),
+          split_rngs={"params": True, "dropout": True},
+          in_axes=(nn.broadcast,) * len(args) + (
+              nn.broadcast if prefix_kv_Nx2xPxGxK is None else 0,),
           length=self.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
-      x_BxLxD, _ = scanned(**layer_kwargs, scanned=True, name="layers")(x_BxLxD, *args)
+      x_BxLxD, _ = scanned(**layer_kwargs, scanned=True, name="layers")(
+          x_BxLxD, *args, prefix_kv_Nx2xPxGxK)
     else:
       for i in range(self.num_layers):
-        x_BxLxD = layer_cls(**layer_kwargs, name=f"layers_{i}")(x_BxLxD, *args)
+        layer_kv = None if prefix_kv_Nx2xPxGxK is None else prefix_kv_Nx2xPxGxK[i]
+        x_BxLxD = layer_cls(**layer_kwargs, name=f"layers_{i}")(x_BxLxD, *args, layer_kv)
 
     if cfg.final_norm:
       x_BxLxD = layers.make_norm(cfg, "final_norm")(x_BxLxD)

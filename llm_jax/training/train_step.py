@@ -228,6 +228,9 @@ def state_layout(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh) -
   with nn.logical_axis_rules(rules):
     abstract_boxed = jax.eval_shape(init_boxed_params, rng)
   abstract_params = nn.unbox(abstract_boxed)
+  if partition.peft_enabled(cfg.model.get("peft")):
+    from llm_jax.peft import targets  # pylint: disable=g-import-not-at-top
+    targets.check_targets(cfg.model, abstract_params)
   names = frozenset(partition.trainable_names(
       partition.flat(abstract_params), cfg.optimizer, cfg.model.get("peft")))
   abstract_state = jax.eval_shape(lambda p: state_from_params(p, names), abstract_params)
@@ -332,8 +335,9 @@ class StepOptions:
 
 
 def apply_model(opts: StepOptions, params, frozen, batch, rng=None):
-  """The model's outputs for `batch`; dropout on when an rng is given."""
-  variables = {"params": partition.merge(params, _dequantize(frozen))}
+  """The model's outputs for `batch`; dropout on when an rng is given. Quantized frozen
+  kernels go to the model as they are: each dense layer dequantizes its own."""
+  variables = {"params": partition.merge(params, frozen)}
   inputs = {k: batch[k] for k in opts.fields if k in batch}
   if rng is None:
     return opts.model.apply(variables, **inputs, deterministic=True)
