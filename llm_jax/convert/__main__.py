@@ -2,6 +2,10 @@
 
 python -m llm_jax.convert from_hf --hf=HF_FOLDER --out=OUT_DIR      # -> OUT_DIR/{model_config.json, params/}
 python -m llm_jax.convert to_hf --src=OUT_DIR --out=HF_FOLDER        # -> a folder transformers loads
+python -m llm_jax.convert to_hf --workdir=RUN --out=HF_FOLDER        # a run's latest checkpoint
+
+From a run fine-tuned with LoRA or (IA)^3, to_hf writes a plain model: the adapters are merged
+into the base weights first (prefix and prompt tuning and adapters cannot merge: an error).
 """
 
 import json
@@ -18,6 +22,9 @@ from llm_jax import cli_flags, convert, models
 FLAGS = cli_flags.flag_values(__name__)
 flags.DEFINE_string("hf", None, "Hugging Face model folder to read (from_hf).", flag_values=FLAGS)
 flags.DEFINE_string("src", None, "llm_jax converted folder to read (to_hf).", flag_values=FLAGS)
+flags.DEFINE_string("workdir", None, "llm_jax training workdir to read (to_hf).", flag_values=FLAGS)
+flags.DEFINE_integer("step", None, "Checkpoint step of --workdir (default: the latest).",
+                     flag_values=FLAGS)
 flags.DEFINE_string("out", None, "Output folder; must not exist or be empty.", flag_values=FLAGS)
 
 
@@ -52,6 +59,15 @@ def load_converted(src: str):
   return model, params, model_cfg
 
 
+def load_workdir(workdir: str, step: int | None):
+  """(model, params, model_cfg) of a run's checkpoint, peft adapters merged into the base."""
+  from llm_jax.evaluation import load  # pylint: disable=g-import-not-at-top
+  from llm_jax.peft import merge  # pylint: disable=g-import-not-at-top
+  model, params, cfg, _ = load.load_from_workdir(workdir, step=step)
+  model_cfg, params = merge.merge_peft(cfg.model, params)
+  return model, params, model_cfg
+
+
 def main(argv):
   if len(argv) != 2 or argv[1] not in ("from_hf", "to_hf"):
     sys.exit(
@@ -64,9 +80,14 @@ def main(argv):
       _, params, model_cfg = convert.from_hf(FLAGS.hf)
       save_converted(model_cfg, params, FLAGS.out)
     else:
-      _, params, model_cfg = load_converted(FLAGS.src)
+      if bool(FLAGS.src) == bool(FLAGS.workdir):
+        sys.exit("to_hf needs exactly one of --src (a converted folder) or --workdir (a run)")
+      if FLAGS.workdir:
+        _, params, model_cfg = load_workdir(FLAGS.workdir, FLAGS.step)
+      else:
+        _, params, model_cfg = load_converted(FLAGS.src)
       convert.to_hf(model_cfg, params, FLAGS.out)
-  except (convert.ConversionError, FileNotFoundError) as e:
+  except (convert.ConversionError, FileNotFoundError, ValueError) as e:
     sys.exit(f"error: {e}")
   print(f"wrote {FLAGS.out}")
 

@@ -72,3 +72,34 @@ def hf_bert_folder(tmp_path_factory):
       intermediate_size=64, max_position_embeddings=64))
   model.save_pretrained(folder, safe_serialization=True)
   return str(folder)
+
+
+def repeat_rows(n, seed):
+  """SFT rows: the response repeats the prompt's word."""
+  rng = random.Random(seed)
+  words = WORDS["pos"] + WORDS["neg"] + FILLER
+  return [{"prompt": f"Repeat: {w}", "response": w} for w in rng.choices(words, k=n)]
+
+
+@pytest.fixture(scope="module")
+def sft_files(tmp_path_factory):
+  root = tmp_path_factory.mktemp("sft")
+  return (write_jsonl(root / "train.jsonl", repeat_rows(400, 0)),
+          write_jsonl(root / "validation.jsonl", repeat_rows(32, 1)))
+
+
+@pytest.fixture(scope="module")
+def hf_llama_folder(tmp_path_factory):
+  """A random LlamaForCausalLM (GQA, d 32, 2 layers) with a byte-level BPE tokenizer.json."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  folder = tmp_path_factory.mktemp("hf_llama")
+  texts = [f"{r['prompt']}\n{r['response']}" for r in repeat_rows(300, 3)]
+  byte_level_tokenizer(folder / "tokenizer.json", texts)
+  torch.manual_seed(0)
+  model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+      vocab_size=320, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64,
+      tie_word_embeddings=False, initializer_range=0.3))  # logits wide enough to be learned
+  model.save_pretrained(folder, safe_serialization=True)
+  return str(folder)
