@@ -135,7 +135,9 @@ def finalize(cfg, device_count=None, process_count=None):
   if cfg.model.vocab_size < tokenizer.vocab_size:
     raise ValueError(f"config.model.vocab_size={cfg.model.vocab_size} is smaller than the "
                      f"{cfg.data.tokenizer!r} tokenizer's vocab_size={tokenizer.vocab_size}")
-  if cfg.model.position == "learned" and cfg.model.max_len < cfg.data.sequence_length:
+  virtual = cfg.model.peft.prefix_length + cfg.model.peft.prompt_length
+  if cfg.model.position == "learned" and cfg.model.max_len < cfg.data.sequence_length + virtual:
     raise ValueError(f"config.model.max_len={cfg.model.max_len} is shorter than "
-                     f"config.data.sequence_length={cfg.data.sequence_length}")
+                     f"config.data.sequence_length={cfg.data.sequence_length}"
+                     + (f" + the {virtual} prefix / soft-prompt positions" if virtual else ""))
   return cfg

@@ -62,6 +62,11 @@ def default_model_config() -> ml_collections.ConfigDict:
   return c
 
 
+# Path components of the parameters the peft methods add (LoRA, (IA)^3, prefix tables and their
+# MLP, the soft prompt, bottleneck adapters), searched in '/'-joined parameter paths.
+PEFT_PARAMS = r"(^|/)(lora_a|lora_b|ia3_scale|prefix\w*|soft_prompt|\w*_adapter)(/|$)"
+
+
 def default_peft_config() -> ml_collections.ConfigDict:
   """Parameter-efficient fine-tuning: each method is off at its default and they combine.
 

@@ -18,18 +18,18 @@ import numpy as np
 from flax import traverse_util
 
 from llm_jax.convert import common
+from llm_jax.models.config import PEFT_PARAMS
 
 FORMAT = "llm_jax_adapter"
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
-_PEFT_PARAM = re.compile(r"(^|/)(lora_a|lora_b|ia3_scale|prefix|prompt|adapter)[^/]*(/|$)")
+_PEFT_PARAM = re.compile(PEFT_PARAMS)
 _MODEL_FIELDS = ("family", "vocab_size", "d_model", "num_layers", "num_heads", "scan_layers",
                  "hf_model_type")
 
 
 def is_peft_param(path: str) -> bool:
-  """Whether the parameter at '/'-joined `path` belongs to a peft method: a path component
-  lora_a, lora_b, ia3_scale, or one starting with prefix, prompt or adapter."""
+  """Whether the parameter at '/'-joined `path` belongs to a peft method (models' PEFT_PARAMS)."""
   return _PEFT_PARAM.search(path) is not None
 
 

@@ -11,8 +11,9 @@ import flax
 import jax
 import numpy as np
 
-# Parameters that parameter-efficient methods add, and the task heads trained with them.
-PEFT_PARAMS = r"(^|/)(lora_a|lora_b|ia3_scale|prefix\w*|prompt\w*|adapter\w*)(/|$)"
+from llm_jax.models.config import PEFT_PARAMS
+
+# The task heads that train beside the peft parameters.
 TASK_HEADS = r"(^|/)classifier/"
 
 
