@@ -137,8 +137,8 @@ def test_a_failed_save_leaves_nothing(tmp_path):
 
 def test_is_peft_param():
   yes = ["decoder/layers_0/self_attention/query/lora_a", "decoder/layers/mlp/wo/ia3_scale",
-         "decoder/layers_0/self_attention/prefix_keys", "prompt_embed/embedding",
-         "decoder/layers_0/adapter_mlp/down/kernel", "x/lora_b"]
+         "decoder/layers_0/self_attention/prefix/key", "decoder/prefix_encoder/wi/kernel",
+         "soft_prompt/embedding", "decoder/layers_0/mlp_adapter/down/kernel", "x/lora_b"]
   no = ["decoder/layers_0/self_attention/query/kernel", "token_embed/embedding",
         "decoder/position_embed/embedding", "head/lm_head/kernel", "decoder/final_norm/scale"]
   assert all(adapter_io.is_peft_param(p) for p in yes)
