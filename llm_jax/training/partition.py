@@ -13,8 +13,9 @@ import numpy as np
 
 from llm_jax.models.config import PEFT_PARAMS
 
-# The task heads that train beside the peft parameters.
-TASK_HEADS = r"(^|/)classifier/"
+# The task heads that train beside the peft parameters (the pooler too: an MLM checkpoint has
+# none, so it starts new).
+TASK_HEADS = r"(^|/)(classifier|pooler)/"
 
 
 def path_name(path) -> str:
