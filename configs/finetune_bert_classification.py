@@ -1,5 +1,5 @@
-r"""python -m llm_jax.train --config=configs/finetune_bert_classification.py \
-    --workdir=workdirs/bert_classification --config.train.init_from=workdir:workdirs/bert_tiny
+r"""python -m llm_jax.train --config=configs/finetune_bert_classification.py --workdir=workdirs/finetune_bert_classification \
+    --config.train.init_from=workdir:workdirs/bert_tiny
 
 Fine-tunes a pretrained encoder (here the MLM run of configs/bert_tiny.py) to tell which of 8
 standard-library packages a function's source comes from (stdlib_tasks 'function_module':

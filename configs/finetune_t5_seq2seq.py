@@ -1,5 +1,5 @@
-r"""python -m llm_jax.train --config=configs/finetune_t5_seq2seq.py \
-    --workdir=workdirs/t5_seq2seq --config.train.init_from=workdir:workdirs/t5_tiny
+r"""python -m llm_jax.train --config=configs/finetune_t5_seq2seq.py --workdir=workdirs/finetune_t5_seq2seq \
+    --config.train.init_from=workdir:workdirs/t5_tiny
 
 Adapts a pretrained encoder-decoder (here the span-corruption run of configs/t5_tiny.py) to a
 seq2seq task: a function's docstring in, its name out (stdlib_tasks 'docstring_to_name').

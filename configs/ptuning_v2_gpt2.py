@@ -1,5 +1,5 @@
-r"""python -m llm_jax.train --config=configs/ptuning_v2_gpt2.py \
-    --workdir=workdirs/ptuning_v2 --config.train.init_from=workdir:workdirs/gpt_tiny
+r"""python -m llm_jax.train --config=configs/ptuning_v2_gpt2.py --workdir=workdirs/ptuning_v2_gpt2 \
+    --config.train.init_from=workdir:workdirs/gpt_tiny
 
 P-tuning v2 (deep prompt tuning, Liu et al. 2022): learned keys and values (16 per layer,
 reparameterised through an MLP of width 128, as prefix tuning does) in every attention layer of

@@ -1,5 +1,5 @@
-r"""python -m llm_jax.train --config=configs/sft_llama_lora.py \
-    --workdir=workdirs/sft_llama_lora --config.train.init_from=workdir:workdirs/llama_tiny
+r"""python -m llm_jax.train --config=configs/sft_llama_lora.py --workdir=workdirs/sft_llama_lora \
+    --config.train.init_from=workdir:workdirs/llama_tiny
 
 Instruction-tunes a pretrained LLaMA-style decoder (here the run of configs/llama_tiny.py) with
 LoRA (rank 8, alpha 16) on every attention and MLP projection, the base frozen: prompts "Write
