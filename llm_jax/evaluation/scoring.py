@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from llm_jax import models
+from llm_jax.tasks import losses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,13 +72,9 @@ def make_sums_fn(model: nn.Module, family: str | None = None) -> Callable[[Any, 
   family = _family_of(model, family)
 
   def sums(params, batch):
-    logits_BxLxV = model_logits(model, params, batch, family)
-    weights_BxL = batch["loss_weights"].astype(jnp.float32)
-    log_probs_BxL = target_log_probs(logits_BxLxV, batch["targets"])
-    correct_BxL = jnp.argmax(logits_BxLxV, axis=-1) == batch["targets"]
-    return {"loss_sum": -jnp.sum(log_probs_BxL * weights_BxL),
-            "weight_sum": jnp.sum(weights_BxL),
-            "correct_sum": jnp.sum(correct_BxL * weights_BxL)}
+    found = losses.cross_entropy(model_logits(model, params, batch, family), batch["targets"],
+                                 batch["loss_weights"])
+    return {k: found[k] for k in ("loss_sum", "weight_sum", "correct_sum")}
 
   return jax.jit(sums)
 

@@ -34,9 +34,11 @@ def task_metrics(cfg, model, state, examples, tokenizer) -> dict[str, float]:
 def _cloze(cfg, model, params, tokenizer, limit):
   # pylint: disable=g-import-not-at-top
   from llm_jax.data import task_examples
+  from llm_jax.data import task_files
   from llm_jax.evaluation import task_eval
   # pylint: enable=g-import-not-at-top
-  rows = list(task_examples.read_task_rows(cfg, "validation"))[:limit]
+  rows = task_files.read_task_rows(cfg, "validation")
+  rows = [rows[i] for i in range(min(limit, len(rows)))]
   prompts, candidates, labels = [], [], []
   for row in rows:
     prompt, options, label = task_examples.cloze_candidates(cfg, tokenizer, row)

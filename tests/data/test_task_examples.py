@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from llm_jax.config import base_config
-from llm_jax.data import cloze_candidates, generation_examples, task_examples
+from llm_jax.data import chat_templates, cloze_candidates, generation_examples, task_examples
 from llm_jax.data.byte_tokenizer import ByteTokenizer
 from llm_jax.data.task_files import PROVENANCE
 from llm_jax.objectives import SpecialTokens
@@ -223,7 +223,7 @@ MESSAGES = [{"role": "system", "content": "Be brief."},
 
 def test_builtin_chat_template():
   cfg = _config("sft", length=128)
-  renderer = task_examples.ChatRenderer(cfg, TOK)
+  renderer = chat_templates.ChatRenderer(cfg, TOK)
   text = renderer.render(MESSAGES[1:3], add_generation_prompt=False)
   assert text == "<|user|>\nWhat is 2+2?\n<|assistant|>\n4.</s>\n"
   assert renderer.render(MESSAGES[1:2], add_generation_prompt=True) == (
@@ -256,26 +256,26 @@ def test_chat_template_file_and_content_spans(tmp_path):
   messages = MESSAGES[:2] + [{"role": "assistant", "content": " 4. "}]
   f = task_examples.TaskExamples(cfg, TOK)(_row(messages=messages))
   assert TOK.decode(f["inputs"][:1]) == "<s>" and _weighted_spans(f) == ["4.</s>"]
-  assert task_examples.load_chat_template(str(tmp_path / "tokenizer_config.json")).source == template
+  assert chat_templates.load_chat_template(str(tmp_path / "tokenizer_config.json")).source == template
   (tmp_path / "chat_template.jinja").write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
-  assert task_examples.load_chat_template(str(tmp_path)).source.startswith("{% for m in messages %}{{ m")
+  assert chat_templates.load_chat_template(str(tmp_path)).source.startswith("{% for m in messages %}{{ m")
   # A template that changes the assistant's text cannot be given loss spans by search.
   (tmp_path / "chat_template.jinja").write_text(
       "{% for m in messages %}{{ m['content'] | replace('4', 'four') }}{% endfor %}")
   with pytest.raises(ValueError, match="rows.jsonl:7: .* assistant message 2's content verbatim"):
     task_examples.TaskExamples(cfg, TOK)(_row(messages=messages))
   with pytest.raises(FileNotFoundError, match="no tokenizer_config.json"):
-    task_examples.load_chat_template(str(tmp_path / "missing"))
+    chat_templates.load_chat_template(str(tmp_path / "missing"))
 
 
 def test_generation_tags_mark_the_loss_spans():
   template = ("{% for m in messages %}<{{ m['role'] }}>{% if m['role'] == 'assistant' %}"
               "{% generation %}{{ m['content'] }}!{% endgeneration %}{% else %}{{ m['content'] }}"
               "{% endif %}{% endfor %}")
-  text = task_examples.render_chat(template, MESSAGES[1:3])
+  text = chat_templates.render_chat(template, MESSAGES[1:3])
   assert text == "<user>What is 2+2?<assistant>4.!"
-  renderer = task_examples.ChatRenderer(_config("sft"), TOK)
-  renderer.template = task_examples.ChatTemplate(template)
+  renderer = chat_templates.ChatRenderer(_config("sft"), TOK)
+  renderer.template = chat_templates.ChatTemplate(template)
   ids, weights = renderer.tokens(MESSAGES[1:3])
   assert TOK.decode(ids) == text
   assert TOK.decode([i for i, w in zip(ids, weights) if w]) == "4.!"
@@ -299,7 +299,7 @@ def test_generation_examples(tmp_path):
   (p0, ref0), (p1, ref1) = generation_examples(cfg, TOK, "eval", limit=5)
   assert TOK.decode(p0) == cfg.task.template.format(prompt="Say hi.") and ref0 == "hi"
   # The prompt keeps its end, leaving eval_max_new_tokens of the sequence for the answer.
-  chat = task_examples.ChatRenderer(cfg, TOK)
+  chat = chat_templates.ChatRenderer(cfg, TOK)
   assert p1 == chat.prompt_tokens(MESSAGES[:4])[-48:]
   assert TOK.decode(chat.prompt_tokens(MESSAGES[:4])) == chat.render(MESSAGES[:4], True)
   assert len(p1) == 80 - cfg.task.eval_max_new_tokens and ref1 == "6."
@@ -346,19 +346,19 @@ def test_chat_template_matches_transformers(tmp_path):
             "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
             "{% elif message['role'] == 'assistant' %}{{ ' ' + content.strip() + ' ' + eos_token }}"
             "{% endif %}{% endfor %}")
-  for name, template in (("chatml", chatml), ("llama2", llama2), ("builtin", task_examples.BUILTIN_CHAT_TEMPLATE)):
+  for name, template in (("chatml", chatml), ("llama2", llama2), ("builtin", chat_templates.BUILTIN_CHAT_TEMPLATE)):
     folder = tmp_path / name
     hf = transformers.PreTrainedTokenizerFast(
         tokenizer_file=str(tmp_path / "tokenizer.json"), bos_token="<s>", eos_token="</s>",
         pad_token="<pad>", unk_token="<unk>", chat_template=template)
     hf.save_pretrained(str(folder))
     cfg = _config("sft", length=512, chat_template=str(folder))
-    renderer = task_examples.ChatRenderer(cfg, HFTokenizer(str(folder)))
+    renderer = chat_templates.ChatRenderer(cfg, HFTokenizer(str(folder)))
     for generation_prompt in (False, True):
       for chat in (messages, messages[:4], messages[1:2]):
         expected = hf.apply_chat_template(chat, tokenize=False, add_generation_prompt=generation_prompt)
         assert renderer.render(chat, generation_prompt) == expected, (name, chat)
-        assert task_examples.render_chat(template, chat, generation_prompt,
+        assert chat_templates.render_chat(template, chat, generation_prompt,
                                          **hf.special_tokens_map) == expected
     encoded = hf.apply_chat_template(messages, tokenize=True, return_dict=True,
                                      return_assistant_tokens_mask=(name == "chatml"))
@@ -370,5 +370,5 @@ def test_chat_template_matches_transformers(tmp_path):
                                     return_dict=True)
     assert renderer.prompt_tokens(messages[:4]) == list(prompt["input_ids"]), name
   with pytest.raises(Exception, match="Conversation roles must alternate"):
-    task_examples.render_chat(llama2, [messages[1], messages[1]], bos_token="<s>", eos_token="</s>")
+    chat_templates.render_chat(llama2, [messages[1], messages[1]], bos_token="<s>", eos_token="</s>")
   assert os.path.isfile(tmp_path / "chatml" / "tokenizer_config.json")

@@ -1,7 +1,5 @@
 """train.init_from: Hugging Face folders and llm_jax runs as the starting point of a run."""
 
-import json
-import os
 
 import jax
 import numpy as np
