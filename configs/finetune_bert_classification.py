@@ -18,8 +18,7 @@ A real checkpoint and dataset, e.g. BERT-base on SST-2 (GLUE TSV files, columns 
 """
 
 from llm_jax import config as config_lib
-
-MODULES = ("asyncio", "email", "http", "importlib", "logging", "multiprocessing", "unittest", "xml")
+from llm_jax.data.stdlib_tasks import MODULES
 
 
 def get_config(arg=None):

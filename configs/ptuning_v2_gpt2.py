@@ -20,8 +20,7 @@ A real checkpoint and dataset, e.g. GPT-2 on a sentiment TSV (columns sentence/l
 """
 
 from llm_jax import config as config_lib
-
-MODULES = ("asyncio", "email", "http", "importlib", "logging", "multiprocessing", "unittest", "xml")
+from llm_jax.data.stdlib_tasks import MODULES
 
 
 def get_config(arg=None):

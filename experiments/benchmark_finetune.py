@@ -8,7 +8,8 @@ the kernel's rusage of that child): our train step with every parameter trainabl
 LoRA rank --rank on the attention's query, key and value projections with the base frozen
 ('lora'), the same with the frozen base kernels stored in NF4 ('qlora'), and peft's LoRA on
 GPT2LMHeadModel's fused c_attn (the same q, k, v projections) with torch.optim.AdamW
-('peft_lora'). All train on the same random batch with dropout 0. The children run in
+('peft_lora'). All train on the same random batch with dropout 0. 'XLA state MB' is the
+compiled step's arguments (parameters, frozen base, optimizer state, batch). The children run in
 --rounds rounds, in turn, and the table takes each variant's median step time. For our steps
 the compiled step's XLA memory (arguments + outputs + temporaries - aliased) is reported too.
 
@@ -40,6 +41,8 @@ _RANK = flags.DEFINE_integer("rank", 8, "LoRA rank.", flag_values=FLAGS)
 _VARIANTS = flags.DEFINE_list("variants", ["full", "lora", "qlora", "peft_lora"],
                               "Variants to run.", flag_values=FLAGS)
 _OUT = flags.DEFINE_string("out", "experiments/results", "Output directory.", flag_values=FLAGS)
+_SCAN = flags.DEFINE_bool("scan_layers", False, "Our models with nn.scan over layers.",
+                          flag_values=FLAGS)
 _CHILD = flags.DEFINE_string("child", None, "Internal: run one variant and print JSON.",
                              flag_values=FLAGS)
 
@@ -47,7 +50,8 @@ LORA_TARGETS = r"attention/(query|key|value)$"
 VARIANTS = ("full", "lora", "qlora", "peft_lora")
 
 
-def experiment_config(variant: str, quick: bool, batch: int, seq: int, rank: int):
+def experiment_config(variant: str, quick: bool, batch: int, seq: int, rank: int,
+                      scan_layers: bool = False):
   """The GPT-2-small (or, quick, a tiny GPT-2) experiment config of one of our variants."""
   from llm_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   cfg = config_lib.base_config("gpt_tiny" if quick else "gpt2_small")
@@ -55,6 +59,7 @@ def experiment_config(variant: str, quick: bool, batch: int, seq: int, rank: int
                    attention_dropout_rate=0.0, max_len=max(seq, 64))
   if quick:
     cfg.model.update(d_model=64, num_layers=2, num_heads=2, d_ff=256)
+  cfg.model.scan_layers = scan_layers
   cfg.data.sequence_length = seq
   cfg.train.batch_size = batch
   cfg.optimizer.warmup_steps = 0
@@ -71,7 +76,7 @@ def _peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 10
 
 
-def run_ours(variant, quick, batch, seq, rank, steps):
+def run_ours(variant, quick, batch, seq, rank, steps, scan_layers=False):
   """Step time, trainable parameters and XLA step memory of one of our variants."""
   # pylint: disable=g-import-not-at-top
   import jax
@@ -82,7 +87,7 @@ def run_ours(variant, quick, batch, seq, rank, steps):
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   import benchmark
   # pylint: enable=g-import-not-at-top
-  cfg = experiment_config(variant, quick, batch, seq, rank)
+  cfg = experiment_config(variant, quick, batch, seq, rank, scan_layers)
   model = models.build_model(cfg.model)
   mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:1])
   state, shardings = train_step_lib.create_train_state(cfg, model, mesh, jax.random.key(0))
@@ -94,10 +99,11 @@ def run_ours(variant, quick, batch, seq, rank, steps):
   compiled = step.lower(state, batch_arrays, rng).compile()
   compile_s = time.perf_counter() - start
   memory = compiled.memory_analysis()
-  xla_mb = None
+  xla_mb = state_mb = None
   if memory is not None:
     xla_mb = (memory.argument_size_in_bytes + memory.output_size_in_bytes
               + memory.temp_size_in_bytes - memory.alias_size_in_bytes) / 2 ** 20
+    state_mb = memory.argument_size_in_bytes / 2 ** 20
   for _ in range(2):
     state, metrics = compiled(state, batch_arrays, rng)
   jax.block_until_ready(metrics)
@@ -108,7 +114,8 @@ def run_ours(variant, quick, batch, seq, rank, steps):
   seconds = (time.perf_counter() - start) / steps
   return dict(step_s=seconds, trainable=partition.count(state.params),
               total=partition.count(models.abstract_params(model, cfg.model)),
-              compile_s=compile_s, xla_step_mb=xla_mb, loss=float(metrics["loss"]))
+              compile_s=compile_s, xla_step_mb=xla_mb, xla_state_mb=state_mb,
+              loss=float(metrics["loss"]))
 
 
 def run_peft(quick, batch, seq, rank, steps):
@@ -155,7 +162,7 @@ def run_peft(quick, batch, seq, rank, steps):
   seconds = (time.perf_counter() - start) / steps
   return dict(step_s=seconds, trainable=sum(p.numel() for p in trainable),
               total=sum(p.numel() for p in model.parameters()), compile_s=0.0,
-              xla_step_mb=None, loss=loss.item())
+              xla_step_mb=None, xla_state_mb=None, loss=loss.item())
 
 
 def run_child(variant: str) -> dict:
@@ -163,7 +170,7 @@ def run_child(variant: str) -> dict:
   if variant == "peft_lora":
     result = run_peft(*args)
   else:
-    result = run_ours(variant, *args)
+    result = run_ours(variant, *args, scan_layers=_SCAN.value)
   return {**result, "variant": variant}
 
 
@@ -190,7 +197,8 @@ def summarize(runs: list[dict], tokens_per_step: int) -> list[dict]:
     step_s = statistics.median(r["step_s"] for r in mine)
     rows.append(dict(variant=variant, step_ms=1e3 * step_s, tokens_per_s=tokens_per_step / step_s,
                      peak_rss_mb=max(r["peak_rss_mb"] for r in mine),
-                     xla_step_mb=mine[0]["xla_step_mb"], trainable=mine[0]["trainable"],
+                     xla_step_mb=mine[0]["xla_step_mb"], xla_state_mb=mine[0]["xla_state_mb"],
+                     trainable=mine[0]["trainable"],
                      total=mine[0]["total"]))
   return rows
 
@@ -211,11 +219,13 @@ def ratios(rows: list[dict]) -> dict[str, float]:
 
 def markdown(rows: list[dict], ratio: dict[str, float], title: str) -> str:
   lines = [f"{title}", "", "| variant | step ms | tokens/s | peak RSS MB | XLA step MB | "
-           "trainable params | trainable % |", "|---|---:|---:|---:|---:|---:|---:|"]
+           "XLA state MB | trainable params | trainable % |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+  cell = lambda v: "-" if v is None else f"{v:,.0f}"
   for r in rows:
-    xla = "-" if r["xla_step_mb"] is None else f"{r['xla_step_mb']:,.0f}"
     lines.append(f"| {r['variant']} | {r['step_ms']:,.1f} | {r['tokens_per_s']:,.0f} | "
-                 f"{r['peak_rss_mb']:,.0f} | {xla} | {r['trainable']:,} | "
+                 f"{r['peak_rss_mb']:,.0f} | {cell(r['xla_step_mb'])} | "
+                 f"{cell(r['xla_state_mb'])} | {r['trainable']:,} | "
                  f"{100 * r['trainable'] / r['total']:.2f} |")
   lines.append("")
   lines += [f"- {k}: {v:.2f}x" for k, v in ratio.items()]
@@ -250,7 +260,8 @@ def main(argv):
   if unknown:
     raise app.UsageError(f"--variants: unknown {sorted(unknown)}; known: {VARIANTS}")
   child_argv = [f"--steps={_STEPS.value}", f"--batch={_BATCH.value}", f"--seq={_SEQ.value}",
-                f"--rank={_RANK.value}"] + (["--quick"] if _QUICK.value else [])
+                f"--rank={_RANK.value}"] + (["--quick"] if _QUICK.value else []) + (
+                    ["--scan_layers"] if _SCAN.value else [])
   runs = []
   total = _ROUNDS.value * len(_VARIANTS.value)
   for round_index in range(_ROUNDS.value):

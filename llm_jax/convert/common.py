@@ -282,6 +282,21 @@ def check_exportable(cfg, model_type: str, required: dict) -> None:
       )
 
 
+def sequence_classification_labels(hf_config: dict) -> int:
+  """num_labels of a *ForSequenceClassification checkpoint (its 'score' head), else 0."""
+  architectures = hf_config.get("architectures") or [""]
+  if not architectures[0].endswith("ForSequenceClassification"):
+    return 0
+  return len(hf_config.get("id2label") or {}) or int(hf_config.get("num_labels", 2))
+
+
+def sequence_classification_config(cfg, architecture: str) -> dict:
+  """The config.json fields of a decoder with a `score` head of cfg.num_labels classes."""
+  return {"architectures": [architecture], "num_labels": cfg.num_labels,
+          "id2label": {str(i): f"LABEL_{i}" for i in range(cfg.num_labels)},
+          "label2id": {f"LABEL_{i}": i for i in range(cfg.num_labels)}}
+
+
 def check_tied_head(reader: TensorReader, head_name: str, embedding: np.ndarray) -> None:
   """A tied model whose checkpoint also stores the head: it must equal the embedding."""
   if reader.has(head_name) and not np.array_equal(reader.take(head_name), embedding):

@@ -12,6 +12,8 @@ from llm_jax.convert.common import (
   check_exportable,
   check_tied_head,
   hf_field,
+  sequence_classification_config,
+  sequence_classification_labels,
   params_from_torch,
   params_to_torch,
   unstack_layers,
@@ -62,8 +64,12 @@ def config_from_hf(hf_config: dict):
       max_len=hf_field(hf_config, "n_positions"),
       position_offset=0,
       scale_attention=bool(hf_config.get("scale_attn_weights", True)),
-      tie_embeddings=bool(hf_config.get("tie_word_embeddings", True)),
+      # A *ForSequenceClassification checkpoint has no LM head; its (unused) token logits are
+      # tied to the embedding.
+      tie_embeddings=bool(hf_config.get("tie_word_embeddings", True))
+      or bool(sequence_classification_labels(hf_config)),
       final_norm=True,
+      num_labels=sequence_classification_labels(hf_config),
       pad_token_id=hf_field(hf_config, "pad_token_id", 0),
       dropout_rate=float(hf_config.get("resid_pdrop", 0.1)),
       attention_dropout_rate=float(hf_config.get("attn_pdrop", 0.1)),
@@ -98,6 +104,8 @@ def _table(cfg, prefix: str = "transformer.") -> list[tuple[tuple[str, ...], str
   ]
   if not cfg.tie_embeddings:
     rows.append((("head", "lm_head", "kernel"), "lm_head.weight", "linear"))
+  if cfg.num_labels:  # *ForSequenceClassification: the last token's `score` head
+    rows.append((("classifier", "kernel"), "score.weight", "linear"))
   return rows
 
 
@@ -146,7 +154,7 @@ def config_to_hf(cfg) -> dict:
       final_logits_bias=False,
     ),
   )
-  return {
+  hf_config = {
     "architectures": ["GPT2LMHeadModel"],
     "model_type": "gpt2",
     "vocab_size": cfg.vocab_size,
@@ -167,6 +175,9 @@ def config_to_hf(cfg) -> dict:
     "attn_pdrop": cfg.attention_dropout_rate,
     "initializer_range": cfg.init_std,
   }
+  if cfg.num_labels:
+    hf_config.update(sequence_classification_config(cfg, "GPT2ForSequenceClassification"))
+  return hf_config
 
 
 def params_to_hf(cfg, params) -> dict:

@@ -6,6 +6,8 @@ from llm_jax.convert.common import (
   check_exportable,
   check_tied_head,
   hf_field,
+  sequence_classification_config,
+  sequence_classification_labels,
   params_from_torch,
   params_to_torch,
   unstack_layers,
@@ -95,8 +97,12 @@ def config_from_hf(hf_config: dict):
       rope_scaling=rope_scaling,
       rope_scaling_factor=rope_factor,
       scale_attention=True,
-      tie_embeddings=bool(hf_config.get("tie_word_embeddings", False)),
+      # A *ForSequenceClassification checkpoint has no LM head; its (unused) token logits are
+      # tied to the embedding.
+      tie_embeddings=bool(hf_config.get("tie_word_embeddings", False))
+      or bool(sequence_classification_labels(hf_config)),
       final_norm=True,
+      num_labels=sequence_classification_labels(hf_config),
       pad_token_id=hf_field(hf_config, "pad_token_id", 0),
       dropout_rate=0.0,
       attention_dropout_rate=float(hf_config.get("attention_dropout", 0.0)),
@@ -143,6 +149,8 @@ def _table(cfg, prefix: str = "model.") -> list[tuple[tuple[str, ...], str, str]
         rows.append((layer + ("mlp", ours, "bias"), f"{hf}mlp.{theirs}.bias", "same"))
   if not cfg.tie_embeddings:
     rows.append((("head", "lm_head", "kernel"), "lm_head.weight", "linear"))
+  if cfg.num_labels:  # *ForSequenceClassification: the last token's `score` head
+    rows.append((("classifier", "kernel"), "score.weight", "linear"))
   return rows
 
 
@@ -181,7 +189,7 @@ def config_to_hf(cfg) -> dict:
     rope = {"rope_type": "linear", "factor": cfg.rope_scaling_factor, "rope_theta": cfg.rope_theta}
   elif cfg.rope_scaling == "ntk":  # static NTK scaling is RoPE with a larger base
     rope["rope_theta"] = cfg.rope_theta * cfg.rope_scaling_factor ** (head_dim / (head_dim - 2))
-  return {
+  hf_config = {
     "architectures": ["LlamaForCausalLM"],
     "model_type": "llama",
     "vocab_size": cfg.vocab_size,
@@ -202,6 +210,9 @@ def config_to_hf(cfg) -> dict:
     "attention_dropout": cfg.attention_dropout_rate,
     "initializer_range": cfg.init_std,
   }
+  if cfg.num_labels:
+    hf_config.update(sequence_classification_config(cfg, "LlamaForSequenceClassification"))
+  return hf_config
 
 
 def params_to_hf(cfg, params) -> dict:

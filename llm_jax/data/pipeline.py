@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from llm_jax.data import sources
+from llm_jax.data import task_files
 from llm_jax.data.chunking import ChunkIterDataset
 from llm_jax.data.tokenizer import Tokenizer, make_tokenizer
 from llm_jax.objectives import make_objective
@@ -70,23 +71,32 @@ def _to_batch_dict(row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _pad_batch(batch: dict[str, np.ndarray], batch_size: int, pad_id: int) -> dict[str, np.ndarray]:
-  """Fills a short last batch with empty rows (segment 0, loss weight 0)."""
+  """Fills a short last batch with empty rows: pad tokens, everything else 0 (segment ids, loss
+  weights, class labels)."""
   padded = {}
   for key, value in batch.items():
-    fill = pad_id if key in _TOKEN_FIELDS else 0
+    fill = pad_id if key in _TOKEN_FIELDS and value.ndim > 1 else 0
     extra = np.full((batch_size - len(value),) + value.shape[1:], fill, value.dtype)
     padded[key] = np.concatenate([value, extra])
   return padded
 
 
-def _split_name(cfg: ml_collections.ConfigDict, split: str) -> tuple[str, bool]:
-  """(TFDS split name, is_train) for 'train', 'eval' or a configured split name."""
-  if split in ("train", cfg.data.train_split):
-    return cfg.data.train_split, True
-  if split in ("eval", cfg.data.eval_split):
-    return cfg.data.eval_split, False
-  raise ValueError(
-      f"split must be 'train', 'eval', {cfg.data.train_split!r} or {cfg.data.eval_split!r}, got {split!r}")
+def pack_and_batch(ds: grain.IterDataset, lengths: dict[str, int] | None, data, batch_size: int,
+                   is_train: bool, pad_id: int) -> grain.IterDataset:
+  """Examples -> rows packed to `lengths` (None: each example is a row already) -> batches;
+  eval batches padded to batch_size; grain workers if data.num_workers."""
+  if lengths is not None:
+    ds = grain.experimental.FirstFitPackIterDataset(
+        ds, length_struct=lengths, num_packing_bins=data.num_packing_bins or batch_size,
+        shuffle_bins=False, padding_struct={k: pad_id if k in _TOKEN_FIELDS else 0 for k in lengths},
+        max_sequences_per_bin=None if data.pack else 1)
+    ds = ds.map(_to_batch_dict)
+  ds = ds.batch(batch_size, drop_remainder=is_train)
+  if not is_train:
+    ds = ds.map(lambda b: _pad_batch(b, batch_size, pad_id))
+  if data.num_workers > 0:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers))
+  return ds
 
 
 def make_dataset(cfg: ml_collections.ConfigDict, split: str = "train", process_index: int = 0,
@@ -99,7 +109,7 @@ def make_dataset(cfg: ml_collections.ConfigDict, split: str = "train", process_i
     from llm_jax.data import task_pipeline  # pylint: disable=g-import-not-at-top
     return task_pipeline.make_task_dataset(cfg, split, process_index, process_count, tokenizer)
   data = cfg.data
-  tfds_split, is_train = _split_name(cfg, split)
+  tfds_split, is_train = task_files.split_name(cfg, split)
   global_batch = cfg.train.batch_size
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index={process_index} must lie in [0, process_count={process_count})")
@@ -128,19 +138,8 @@ def make_dataset(cfg: ml_collections.ConfigDict, split: str = "train", process_i
     ds = grain.experimental.WindowShuffleIterDataset(ds, window_size=data.shuffle_buffer, seed=seed)
   ds = ds.map(_ApplyObjective(objective, seed, process_index))
 
-  lengths = dict(objective.feature_lengths)
-  pad_id = tokenizer.specials.pad_id
-  ds = grain.experimental.FirstFitPackIterDataset(
-      ds, length_struct=lengths, num_packing_bins=data.num_packing_bins or batch_size,
-      shuffle_bins=False, padding_struct={k: pad_id if k in _TOKEN_FIELDS else 0 for k in lengths},
-      max_sequences_per_bin=None if data.pack else 1)
-  ds = ds.map(_to_batch_dict)
-  ds = ds.batch(batch_size, drop_remainder=is_train)
-  if not is_train:
-    ds = ds.map(lambda b: _pad_batch(b, batch_size, pad_id))
-  if data.num_workers > 0:
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers))
-  return ds
+  return pack_and_batch(ds, dict(objective.feature_lengths), data, batch_size, is_train,
+                        tokenizer.specials.pad_id)
 
 
 def make_pipeline(cfg: ml_collections.ConfigDict, split: str = "train", process_index: int = 0,

@@ -14,11 +14,10 @@ its last batch is padded with empty rows (loss weight 0). Batch fields per task:
 
 import grain
 import ml_collections
-import numpy as np
 
 from llm_jax.data import task_examples
 from llm_jax.data import task_files
-from llm_jax.data.pipeline import _TOKEN_FIELDS, _to_batch_dict
+from llm_jax.data import pipeline
 from llm_jax.data.tokenizer import Tokenizer, make_tokenizer
 
 
@@ -32,16 +31,6 @@ def task_feature_lengths(cfg: ml_collections.ConfigDict) -> dict[str, int]:
   if cfg.model.attention == "prefix":
     lengths["prefix_mask"] = length
   return lengths
-
-
-def _pad_rows(batch: dict[str, np.ndarray], batch_size: int, pad_id: int) -> dict[str, np.ndarray]:
-  """Fills a short last batch with empty rows: pad tokens, everything else 0 (weights, labels)."""
-  padded = {}
-  for key, value in batch.items():
-    fill = pad_id if key in ("inputs", "decoder_inputs") or (key == "targets" and value.ndim > 1) else 0
-    extra = np.full((batch_size - len(value),) + value.shape[1:], fill, value.dtype)
-    padded[key] = np.concatenate([value, extra])
-  return padded
 
 
 def make_task_dataset(cfg: ml_collections.ConfigDict, split: str = "train", process_index: int = 0,
@@ -73,20 +62,9 @@ def make_task_dataset(cfg: ml_collections.ConfigDict, split: str = "train", proc
     ds = ds.repeat(data.num_epochs or None)
   ds = ds.map(examples).to_iter_dataset()
 
-  pad_id = tokenizer.specials.pad_id
-  if examples.name in task_examples.PACKABLE_TASKS:
-    lengths = task_feature_lengths(cfg)
-    ds = grain.experimental.FirstFitPackIterDataset(
-        ds, length_struct=lengths, num_packing_bins=data.num_packing_bins or batch_size,
-        shuffle_bins=False, padding_struct={k: pad_id if k in _TOKEN_FIELDS else 0 for k in lengths},
-        max_sequences_per_bin=None if data.pack else 1)
-    ds = ds.map(_to_batch_dict)
-  ds = ds.batch(batch_size, drop_remainder=is_train)
-  if not is_train:
-    ds = ds.map(lambda b: _pad_rows(b, batch_size, pad_id))
-  if data.num_workers > 0:
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers))
-  return ds
+  lengths = task_feature_lengths(cfg) if examples.name in task_examples.PACKABLE_TASKS else None
+  return pipeline.pack_and_batch(ds, lengths, data, batch_size, is_train,
+                                 tokenizer.specials.pad_id)
 
 
 def make_task_pipeline(cfg: ml_collections.ConfigDict, split: str = "train", process_index: int = 0,

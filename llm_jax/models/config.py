@@ -78,7 +78,8 @@ def default_peft_config() -> ml_collections.ConfigDict:
   c.lora_alpha = 16.0  # the update is (alpha / rank) * x A B
   c.lora_dropout = 0.0  # dropout on the LoRA branch's input
   c.lora_targets = r"attention/(query|value)$"
-  # QLoRA: the frozen base kernels of lora_targets stored as 'nf4' or 'int8' ('none': float).
+  # QLoRA: every frozen dense kernel stored as 'nf4' or 'int8' ('none': float), dequantized by
+  # each layer as it runs.
   c.base_quantization = "none"
   c.quantization_block_size = 64
   c.ia3_targets = ""  # (IA)^3: '' = off; e.g. r"attention/(key|value)$|mlp/wo$"

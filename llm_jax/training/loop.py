@@ -166,14 +166,15 @@ def train(cfg, workdir, stop_at_step=None):
       workdir, save_every=cfg.train.checkpoint_every, keep=cfg.train.keep_checkpoints,
       async_save=cfg.train.async_checkpointing)
   train_iter = make_process_pipeline(cfg, "train")
-  abstract_state, shardings = train_step_lib.abstract_train_state(cfg, model, mesh)
+  layout = train_step_lib.state_layout(cfg, model, mesh)
+  abstract_state, shardings = layout.abstract_state, layout.shardings
   restored = checkpointer.restore_latest(abstract_state, shardings, train_iter)
   if restored is None:
     initial = None
     if cfg.train.init_from:
       initial = init_from_lib.initial_params(cfg, models.abstract_params(model, cfg.model))
     state, shardings = train_step_lib.create_train_state(
-        cfg, model, mesh, jax.random.key(cfg.train.seed), initial_params=initial)
+        cfg, model, mesh, jax.random.key(cfg.train.seed), initial_params=initial, layout=layout)
     start_step = 0
   else:
     start_step, state, train_iter = restored
@@ -185,7 +186,7 @@ def train(cfg, workdir, stop_at_step=None):
   logging.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}",
                100.0 * trainable / max(total, 1))
 
-  train_step = train_step_lib.make_train_step(cfg, model, mesh, shardings)
+  train_step = train_step_lib.make_train_step(cfg, model, mesh, shardings, layout=layout)
   eval_step = train_step_lib.make_eval_step(cfg, model, mesh, shardings)
   step_rng = jax.random.key(cfg.train.seed + 1)
   first_batch = sharding.make_global_batch(next(train_iter), mesh, rules)

@@ -105,14 +105,15 @@ def _make_optimizer(cfg) -> optax.GradientTransformation:
 
 
 def _quantization(cfg):
-  """(kind, block size, regex) of the frozen base's storage; kind 'none' stores floats."""
+  """(kind, block size, regex) of the frozen base's storage; kind 'none' stores floats. As in
+  QLoRA, every frozen dense kernel is quantized (embeddings, norms and biases stay float)."""
   peft_cfg = cfg.model.get("peft")
   if peft_cfg is None or peft_cfg.base_quantization == "none":
     return "none", 0, ""
   if peft_cfg.base_quantization not in ("nf4", "int8"):
     raise ValueError(f"model.peft.base_quantization={peft_cfg.base_quantization!r}: expected "
                      "'none', 'nf4' or 'int8'")
-  return peft_cfg.base_quantization, peft_cfg.quantization_block_size, peft_cfg.lora_targets
+  return peft_cfg.base_quantization, peft_cfg.quantization_block_size, "."
 
 
 def _dequantize(frozen):
@@ -254,13 +255,15 @@ def abstract_train_state(cfg: ml_collections.ConfigDict, model: nn.Module, mesh:
 
 
 def create_train_state(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh, rng,
-                       initial_params: dict[str, np.ndarray] | None = None):
+                       initial_params: dict[str, np.ndarray] | None = None,
+                       layout: StateLayout | None = None):
   """(TrainState, shardings): parameters and optimizer state are created already sharded.
 
   `initial_params` ({path: array}, e.g. from init_from) replace the random values of those
-  parameters before the state is split into trainable and frozen parts.
+  parameters before the state is split into trainable and frozen parts. `layout`: the run's
+  state_layout, if already built.
   """
-  layout = state_layout(cfg, model, mesh)
+  layout = layout or state_layout(cfg, model, mesh)
   rules = sharding.rules_from_config(cfg)
   init_boxed_params, state_from_params = _init_fns(cfg, model, mesh, rules)
   with nn.logical_axis_rules(rules):
@@ -277,8 +280,10 @@ def create_train_state(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: M
       flat_params[name] = jax.device_put(
           np.asarray(value, flat_params[name].dtype), flat_shardings[name])
     params = partition.unflat(flat_params)
+  # Float parameters are reused in place; quantized kernels cannot reuse their float buffers.
+  donate = (0,) if _quantization(cfg)[0] == "none" else ()
   state = jax.jit(lambda p: state_from_params(p, layout.trainable_names),
-                  out_shardings=layout.shardings, donate_argnums=0)(params)
+                  out_shardings=layout.shardings, donate_argnums=donate)(params)
   return state, layout.shardings
 
 
@@ -431,7 +436,7 @@ def step_options(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh) -
 
 
 def make_train_step(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh,
-                    state_shardings: TrainState) -> Callable:
+                    state_shardings: TrainState, layout: StateLayout | None = None) -> Callable:
   """train_step(state, batch, rng) -> (state, metrics), jitted once per batch layout with the
   state's shardings; `state` is donated. `.lower(state, batch, rng)` gives the Lowered step.
 
@@ -443,7 +448,7 @@ def make_train_step(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh
   replicated = NamedSharding(mesh, PartitionSpec())
   on_cpu = mesh.devices.flat[0].platform == "cpu"
 
-  param_bytes = _state_param_bytes(cfg, model, mesh) if on_cpu else 0
+  param_bytes = _state_param_bytes(layout or state_layout(cfg, model, mesh)) if on_cpu else 0
 
   def make_jitted(batch, batch_shardings):
     step_opts = opts
@@ -466,9 +471,9 @@ def make_train_step(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh
   return run_train_step
 
 
-def _state_param_bytes(cfg, model, mesh) -> int:
+def _state_param_bytes(layout: StateLayout) -> int:
   """Bytes of the model's parameters (all of them: each batch slice re-reads every weight)."""
-  abstract = state_layout(cfg, model, mesh).abstract_state
+  abstract = layout.abstract_state
   leaves = jax.tree.leaves((abstract.params, abstract.frozen))
   return int(sum(np.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in leaves))
 

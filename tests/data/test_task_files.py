@@ -8,7 +8,6 @@ import pytest
 import tensorflow_datasets as tfds
 
 from llm_jax.config import base_config
-from llm_jax.data import make_pipeline, read_task_rows, task_examples, task_files
 from llm_jax.data.task_files import PROVENANCE
 
 
@@ -85,7 +84,6 @@ def test_comma_separated_globs_and_split_names(tmp_path):
   cfg = _config(tmp_path, train=f"{tmp_path}/a.jsonl,{tmp_path}/b.jsonl", eval_files=f"{tmp_path}/b*")
   assert [r["text"] for r in read_task_rows(cfg, "train")] == ["a", "b"]
   assert [r["text"] for r in read_task_rows(cfg, "validation")] == ["b"]
-  assert task_examples.read_task_rows is read_task_rows  # Also reachable from task_examples.
 
 
 def test_missing_field_names_file_line_and_field(tmp_path):

@@ -59,7 +59,8 @@ def test_qlora_stores_the_frozen_base_in_nf4_and_trains():
   initial, final, losses = _run(cfg, mesh, steps=4)
   quantized = {k: v for k, v in partition.flat(initial.frozen).items()
                if isinstance(v, quantize.QuantizedArray)}
-  assert len(quantized) == 3 * cfg.model.num_layers  # query, value, mlp/wo of each layer
+  # Every frozen dense kernel: q, k, v, out, wi_0, wi_1, wo per layer and the untied LM head.
+  assert len(quantized) == 7 * cfg.model.num_layers + 1
   assert all(q.codes.dtype == np.uint8 for q in quantized.values())
   # Step 0's loss is the loss of the dequantized model.
   model = models.build_model(cfg.model)
