@@ -8,6 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from llm_jax.config import base_config
+from llm_jax.data import make_pipeline, read_task_rows, task_files
 from llm_jax.data.task_files import PROVENANCE
 
 
