@@ -127,18 +127,9 @@ class Attention(nn.Module):
                                                              name="prefix")()
       else:
         prefix_k_PxGxK, prefix_v_PxGxK = prefix_kv_2xPxGxK[0], prefix_kv_2xPxGxK[1]
-      b, p = x_BxQxD.shape[0], self.prefix_length
-      k_BxSxGxK = jnp.concatenate([jnp.broadcast_to(prefix_k_PxGxK.astype(k_BxSxGxK.dtype)[None],
-                                                    (b,) + prefix_k_PxGxK.shape), k_BxSxGxK], 1)
-      v_BxSxGxK = jnp.concatenate([jnp.broadcast_to(prefix_v_PxGxK.astype(v_BxSxGxK.dtype)[None],
-                                                    (b,) + prefix_v_PxGxK.shape), v_BxSxGxK], 1)
-      k_positions_BxS = jnp.concatenate(
-          [jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p)),
-           k_positions_BxS.astype(jnp.int32)], axis=1)
-      real_query_Bx1xQx1 = (q_segment_ids_BxQ != 0)[:, None, :, None]
-      mask_Bx1xQxS = jnp.concatenate(
-          [jnp.broadcast_to(real_query_Bx1xQx1, real_query_Bx1xQx1.shape[:3] + (p,)),
-           mask_Bx1xQxS], axis=-1)
+      k_BxSxGxK, v_BxSxGxK, k_positions_BxS, mask_Bx1xQxS = prompts.prepend_prefix(
+          prefix_k_PxGxK, prefix_v_PxGxK, k_BxSxGxK, v_BxSxGxK, k_positions_BxS, mask_Bx1xQxS,
+          q_segment_ids_BxQ)
     k_BxSxGxK = nn.with_logical_constraint(k_BxSxGxK, ("batch", "length", "kv_heads", "head_dim"))
     v_BxSxGxK = nn.with_logical_constraint(v_BxSxGxK, ("batch", "length", "kv_heads", "head_dim"))
 

@@ -105,6 +105,26 @@ class PrefixEncoder(nn.Module):
     return jnp.transpose(kv_PxNx2xGxK, (1, 2, 0, 3, 4))
 
 
+def prepend_prefix(prefix_k_PxGxK: Array, prefix_v_PxGxK: Array, k_BxSxGxK: Array,
+                   v_BxSxGxK: Array, k_positions_BxS: Array, mask_Bx1xQxS: Array,
+                   q_segment_ids_BxQ: Array) -> tuple[Array, Array, Array, Array]:
+  """Keys, values, key positions and mask with the P prefix entries in front: positions
+  0..P-1, attended by every real query (segment != 0)."""
+  b, p = k_BxSxGxK.shape[0], prefix_k_PxGxK.shape[0]
+  k_BxSxGxK = jnp.concatenate([jnp.broadcast_to(prefix_k_PxGxK.astype(k_BxSxGxK.dtype)[None],
+                                                (b,) + prefix_k_PxGxK.shape), k_BxSxGxK], 1)
+  v_BxSxGxK = jnp.concatenate([jnp.broadcast_to(prefix_v_PxGxK.astype(v_BxSxGxK.dtype)[None],
+                                                (b,) + prefix_v_PxGxK.shape), v_BxSxGxK], 1)
+  k_positions_BxS = jnp.concatenate(
+      [jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p)),
+       k_positions_BxS.astype(jnp.int32)], axis=1)
+  real_query_Bx1xQx1 = (q_segment_ids_BxQ != 0)[:, None, :, None]
+  mask_Bx1xQxS = jnp.concatenate(
+      [jnp.broadcast_to(real_query_Bx1xQx1, real_query_Bx1xQx1.shape[:3] + (p,)),
+       mask_Bx1xQxS], axis=-1)
+  return k_BxSxGxK, v_BxSxGxK, k_positions_BxS, mask_Bx1xQxS
+
+
 class SoftPrompt(nn.Module):
   """Prompt tuning's learned input embeddings [prompt_length, d_model]."""
   cfg: object
