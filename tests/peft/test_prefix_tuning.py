@@ -95,7 +95,7 @@ def bases(tmp_path_factory):
   return out
 
 
-def _ours(cfg, params, tokens, mask):
+def ours_logits(cfg, params, tokens, mask):
   model = models.build_model(cfg)
   return np.asarray(jax.jit(model.apply)({"params": params}, tokens,
                                          input_segment_ids=mask)["logits"])
@@ -120,11 +120,11 @@ def test_prefix_tuning_matches_peft(bases, kind, projection, tmp_path):
   assert (cfg.peft.prefix_length, cfg.peft.prefix_hidden) == (P, 0)
   kv_heads = 2 if kind == "llama" else 4
   assert new["decoder"]["layers_1"]["self_attention"]["prefix"]["key"].shape == (P, kv_heads, 8)
-  diff = max_abs_diff(_ours(cfg, merge(base["params"], new), tokens, mask), theirs, mask)
+  diff = max_abs_diff(ours_logits(cfg, merge(base["params"], new), tokens, mask), theirs, mask)
   report(f"prefix {kind}{' (prefix_projection)' if projection else ''}", diff)
   assert diff <= TOLERANCE
   if not projection:  # The base model alone differs: the prefix matters.
-    assert max_abs_diff(_ours(base["cfg"], base["params"], tokens, mask), theirs, mask) > 1e-2
+    assert max_abs_diff(ours_logits(base["cfg"], base["params"], tokens, mask), theirs, mask) > 1e-2
 
   if projection:  # The full encoder weights keep the reparameterisation MLP (prefix_hidden).
     state = {f"prompt_encoder.default.{k}": v.numpy()
@@ -132,7 +132,7 @@ def test_prefix_tuning_matches_peft(bases, kind, projection, tmp_path):
     cfg_mlp, new_mlp = hf_peft_prompts.convert(adapter_config, state, base["cfg"])
     assert (cfg_mlp.peft.prefix_length, cfg_mlp.peft.prefix_hidden) == (P, 24)
     assert new_mlp["decoder"]["prefix_encoder"]["wo"]["kernel"].shape == (24, 2, 2, kv_heads, 8)
-    diff = max_abs_diff(_ours(cfg_mlp, merge(base["params"], new_mlp), tokens, mask), theirs, mask)
+    diff = max_abs_diff(ours_logits(cfg_mlp, merge(base["params"], new_mlp), tokens, mask), theirs, mask)
     report(f"prefix {kind} (prefix_projection, MLP kept)", diff)
     assert diff <= TOLERANCE
 

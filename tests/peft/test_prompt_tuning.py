@@ -11,27 +11,11 @@ from llm_jax import decoding
 from llm_jax import models
 from llm_jax.peft import hf_peft_prompts
 from tests.convert.conftest import TOLERANCE, max_abs_diff, padded_tokens, randomize, report
-from tests.peft.test_prefix_tuning import (VOCAB, LENGTHS, MAX_LEN, _tiny, greedy_reference,
-                                           merge, peft_adapter, save_base, torch_logits)
+from tests.peft.test_prefix_tuning import (  # pylint: disable=unused-import
+    LENGTHS, MAX_LEN, VOCAB, _tiny, bases, greedy_reference, merge, ours_logits, peft_adapter,
+    save_base, torch_logits)
 
 P = 3
-
-
-@pytest.fixture(scope="module")
-def bases(tmp_path_factory):
-  out = {}
-  for kind in ("gpt2", "llama"):
-    folder = str(tmp_path_factory.mktemp(kind) / "hf")
-    torch_model = save_base(kind, folder)
-    _, params, cfg = convert.from_hf(folder)
-    out[kind] = dict(torch=torch_model, params=params, cfg=cfg)
-  return out
-
-
-def _logits(cfg, params, tokens, mask):
-  model = models.build_model(cfg)
-  return np.asarray(jax.jit(model.apply)({"params": params}, tokens,
-                                         input_segment_ids=mask)["logits"])
 
 
 @pytest.mark.hf
@@ -48,12 +32,12 @@ def test_prompt_tuning_matches_peft(bases, kind, tmp_path):
   assert theirs.shape[1] == P + MAX_LEN
   cfg, new = hf_peft_prompts.convert(adapter_config, tensors, base["cfg"])
   assert cfg.peft.prompt_length == P and new["soft_prompt"]["embedding"].shape == (P, 32)
-  ours = _logits(cfg, merge(base["params"], new), tokens, mask)
+  ours = ours_logits(cfg, merge(base["params"], new), tokens, mask)
   assert ours.shape == (len(LENGTHS), MAX_LEN, VOCAB)  # real tokens only
   diff = max_abs_diff(ours, theirs[:, P:], mask)
   report(f"prompt {kind}", diff)
   assert diff <= TOLERANCE
-  assert max_abs_diff(_logits(base["cfg"], base["params"], tokens, mask), theirs[:, P:],
+  assert max_abs_diff(ours_logits(base["cfg"], base["params"], tokens, mask), theirs[:, P:],
                       mask) > 1e-2
 
 
@@ -73,7 +57,7 @@ def test_p_tuning_matches_peft(bases, encoder, tmp_path):
   tokens, mask = padded_tokens(4, VOCAB, LENGTHS, MAX_LEN)
   theirs = torch_logits(peft_model, input_ids=tokens, attention_mask=mask)[:, P:]
   cfg, new = hf_peft_prompts.convert(adapter_config, tensors, base["cfg"])
-  diff = max_abs_diff(_logits(cfg, merge(base["params"], new), tokens, mask), theirs, mask)
+  diff = max_abs_diff(ours_logits(cfg, merge(base["params"], new), tokens, mask), theirs, mask)
   report(f"p-tuning ({encoder}) gpt2", diff)
   assert diff <= TOLERANCE
 
