@@ -114,6 +114,9 @@ def finalize(cfg, device_count=None, process_count=None):
   if cfg.task.name not in tasks.NAMES:
     raise ValueError(f"config.task.name={cfg.task.name!r}: expected one of {tasks.NAMES}")
   init_from.resolve_config(cfg)
+  from llm_jax.data import preference_data  # pylint: disable=g-import-not-at-top
+  if cfg.task.name in preference_data.PREFERENCE_TASKS:
+    preference_data.check_preference_task(cfg)
   if cfg.task.name in ("classification", "regression") and cfg.model.num_labels < 1:
     raise ValueError(f"config.task.name={cfg.task.name!r} needs config.model.num_labels >= 1 "
                      "(regression: 1)")

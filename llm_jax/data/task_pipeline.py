@@ -18,6 +18,7 @@ import ml_collections
 from llm_jax.data import task_examples
 from llm_jax.data import task_files
 from llm_jax.data import pipeline
+from llm_jax.data import preference_data
 from llm_jax.data.tokenizer import Tokenizer, make_tokenizer
 
 
@@ -36,6 +37,10 @@ def task_feature_lengths(cfg: ml_collections.ConfigDict) -> dict[str, int]:
 def make_task_dataset(cfg: ml_collections.ConfigDict, split: str = "train", process_index: int = 0,
                       process_count: int = 1, tokenizer: Tokenizer | None = None) -> grain.IterDataset:
   """The task pipeline as a grain IterDataset of batch dicts (see the module docstring)."""
+  if cfg.task.name in preference_data.PREFERENCE_TASKS:
+    return preference_data.make_preference_dataset(
+        cfg, split, process_index, process_count, tokenizer,
+        reference_logps=preference_data.precomputed_reference(cfg, split))
   data = cfg.data
   name, is_train = task_files.split_name(cfg, split)
   if not 0 <= process_index < process_count:

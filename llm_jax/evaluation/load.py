@@ -40,6 +40,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise ValueError(f"{path} is not valid JSON: {e}") from e
 
 
+REFERENCE_PREFIX = "reference/"
+
+
 def _stored_parts(state_dir: epath.Path) -> dict[str, set[str]]:
   """{'params': names, 'frozen': names} of the parameters a TrainState checkpoint holds."""
   checkpointer = ocp.PyTreeCheckpointer()
@@ -64,6 +67,8 @@ def _restore_params(state_dir: epath.Path, abstract_params: Any, shardings: Any 
   for name in sorted(wanted.keys() - stored_shapes.keys()):
     raise ValueError(f"checkpoint {state_dir}: parameter {name} of the model is missing")
   for name in sorted(stored_shapes.keys() - wanted.keys()):
+    if name.startswith(REFERENCE_PREFIX):  # a preference run's frozen reference policy
+      continue
     raise ValueError(f"checkpoint {state_dir}: parameter {name} does not exist in the model "
                      "(a quantized base? load it with the run's mesh)")
   for name, shape in wanted.items():

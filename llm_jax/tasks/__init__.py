@@ -5,6 +5,7 @@ from llm_jax.tasks.base import Task
 from llm_jax.tasks.classification import Classification, Regression
 from llm_jax.tasks.config import NAMES, default_task_config
 from llm_jax.tasks.language_modeling import LanguageModeling
+from llm_jax.tasks.preference import DirectPreference, RewardModel
 
 
 def make_task(cfg) -> Task:
@@ -17,10 +18,17 @@ def make_task(cfg) -> Task:
     return Classification()
   if name == "regression":
     return Regression()
+  if name == "reward_model":
+    return RewardModel()
+  if name in ("dpo", "ipo", "simpo", "orpo"):
+    return DirectPreference(name=name, beta=float(task_cfg.beta),
+                            label_smoothing=float(task_cfg.label_smoothing),
+                            simpo_gamma=float(task_cfg.simpo_gamma))
   objective = cfg.get("objective")
   nsp = name == "pretrain" and objective is not None and bool(objective.get("nsp", False))
   return LanguageModeling(name=name, z_loss=float(cfg.optimizer.get("z_loss", 0.0)), nsp=nsp)
 
 
-__all__ = ["Classification", "LanguageModeling", "NAMES", "Regression", "Task",
+__all__ = ["Classification", "DirectPreference", "LanguageModeling", "NAMES", "Regression",
+           "RewardModel", "Task",
            "default_task_config", "make_task"]

@@ -2,7 +2,8 @@
 
 import ml_collections
 
-NAMES = ("pretrain", "classification", "regression", "seq2seq", "sft", "cloze")
+NAMES = ("pretrain", "classification", "regression", "seq2seq", "sft", "cloze", "reward_model",
+         "dpo", "ipo", "simpo", "orpo")
 
 
 def default_task_config() -> ml_collections.ConfigDict:
@@ -31,4 +32,20 @@ def default_task_config() -> ml_collections.ConfigDict:
   # Evaluation by generation (seq2seq / sft): exact match, BLEU, ROUGE on this many examples.
   c.eval_generate_examples = 32  # 0 = off
   c.eval_max_new_tokens = 32
+  # Preference pairs (reward_model, dpo, ipo, simpo, orpo): prompt_field (rendered with
+  # task.template, or chat messages) + chosen / rejected completions (strings or assistant
+  # messages). preference_format='hh_rlhf': chosen and rejected are whole dialogues sharing
+  # their prompt (Anthropic HH-RLHF); the prompt is the text up to the last assistant turn.
+  c.chosen_field = "chosen"
+  c.rejected_field = "rejected"
+  c.preference_format = "pairs"  # 'pairs' | 'hh_rlhf'
+  c.margin_field = ""  # reward_model: a per-pair margin field ('' = none)
+  c.beta = 0.1  # DPO/IPO/SimPO temperature; ORPO's lambda
+  c.label_smoothing = 0.0  # conservative DPO / SimPO
+  c.simpo_gamma = 0.5  # SimPO's target reward margin
+  # dpo / ipo reference: 'in_step' runs the frozen reference (the init_from policy) in every
+  # step; 'precomputed' scores every pair once before training (WORKDIR/reference_logps.npz)
+  # and keeps no reference parameters.
+  c.reference = "in_step"
+  c.reference_logps_file = ""  # '' = WORKDIR/reference_logps.npz (written by the first pass)
   return c

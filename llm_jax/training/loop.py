@@ -19,6 +19,7 @@ from llm_jax.training import checkpoint as checkpoint_lib
 from llm_jax.training import init_from as init_from_lib
 from llm_jax.training import metrics as metrics_lib
 from llm_jax.training import partition
+from llm_jax.training import reference_pass
 from llm_jax.training import task_evaluation
 from llm_jax.training import train_step as train_step_lib
 
@@ -165,8 +166,9 @@ def train(cfg, workdir, stop_at_step=None):
   checkpointer = checkpoint_lib.Checkpointer(
       workdir, save_every=cfg.train.checkpoint_every, keep=cfg.train.keep_checkpoints,
       async_save=cfg.train.async_checkpointing)
-  train_iter = make_process_pipeline(cfg, "train")
   layout = train_step_lib.state_layout(cfg, model, mesh)
+  cfg = reference_pass.prepare(cfg, workdir, model, mesh, layout)
+  train_iter = make_process_pipeline(cfg, "train")
   abstract_state, shardings = layout.abstract_state, layout.shardings
   restored = checkpointer.restore_latest(abstract_state, shardings, train_iter)
   if restored is None:

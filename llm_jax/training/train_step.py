@@ -32,6 +32,10 @@ INIT_LENGTH = 8  # sequence length of the dummy batch used to create parameters
 # as long as the weights are small enough to be re-read for every slice.
 CPU_ACTIVATION_BUDGET_BYTES = 32 * 2**20
 CPU_MAX_PARAM_BYTES = 8 * 2**20
+# The frozen reference policy of a preference task (DPO, IPO) lives in TrainState.frozen under
+# this key: a copy of the initial parameters, unless only LoRA parameters train (then the
+# reference is the model with its adapters off: zero LoRA factors, no copy).
+REFERENCE = "reference"
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -121,9 +125,27 @@ def _dequantize(frozen):
   return quantize.dequantize_tree(frozen)
 
 
+def model_frozen(frozen):
+  """The frozen parameters of the model itself (without a reference policy)."""
+  return {k: v for k, v in frozen.items() if k != REFERENCE}
+
+
 def full_params(state: TrainState):
   """Every parameter of the model (trainable and frozen, dequantized) as one tree."""
-  return partition.merge(state.params, _dequantize(state.frozen))
+  return partition.merge(state.params, _dequantize(model_frozen(state.frozen)))
+
+
+def _reference_copy(cfg, trainable_names) -> bool:
+  """Whether the run keeps a copy of its initial parameters as the frozen reference policy."""
+  if not _reference_in_step(cfg):
+    return False
+  lora_only = all(name.rsplit("/", 1)[-1] in ("lora_a", "lora_b") for name in trainable_names)
+  return not lora_only
+
+
+def _reference_in_step(cfg) -> bool:
+  task = tasks.make_task(cfg)
+  return bool(getattr(task, "uses_reference", False)) and cfg.task.reference == "in_step"
 
 
 def _init_fns(cfg, model, mesh, rules):
@@ -135,6 +157,9 @@ def _init_fns(cfg, model, mesh, rules):
   inputs = init_batch(cfg, sharding.batch_shard_count(mesh, rules))
   tx = _make_optimizer(cfg)
   kind, block_size, quantize_regex = _quantization(cfg)
+  if cfg.get("task") is not None and cfg.task.get("reference", "in_step") not in (
+      "in_step", "precomputed"):
+    raise ValueError(f"task.reference={cfg.task.reference!r}: expected 'in_step' or 'precomputed'")
 
   def init_boxed_params(rng):
     rng_params, rng_dropout = jax.random.split(rng)
@@ -147,6 +172,8 @@ def _init_fns(cfg, model, mesh, rules):
     if kind != "none":
       from llm_jax.peft import quantize  # pylint: disable=g-import-not-at-top
       frozen = quantize.quantize_tree(frozen, quantize_regex, kind, block_size)
+    if _reference_copy(cfg, trainable_names):
+      frozen = {**frozen, REFERENCE: params}
     return TrainState(step=jnp.zeros((), jnp.int32), params=trainable,
                       opt_state=tx.init(trainable), frozen=frozen)
 
@@ -195,7 +222,7 @@ def _frozen_shardings(abstract_frozen, full_shardings, mesh):
   by_name = partition.flat(full_shardings)
   out = {}
   for name, leaf in partition.flat(abstract_frozen).items():
-    shard = by_name[name]
+    shard = by_name[name.removeprefix(REFERENCE + "/")]
     if isinstance(leaf, jax.ShapeDtypeStruct):
       out[name] = shard
       continue
@@ -335,6 +362,7 @@ class StepOptions:
   batch_size: int
   slices: int = 1  # gradient accumulation over this many slices of the batch
   nan_at_step: int = -1
+  reference_in_step: bool = False  # run the frozen reference policy (outputs['reference'])
   mesh: Mesh | None = None
   rules: Any = None
 
@@ -342,16 +370,34 @@ class StepOptions:
 def apply_model(opts: StepOptions, params, frozen, batch, rng=None):
   """The model's outputs for `batch`; dropout on when an rng is given. Quantized frozen
   kernels go to the model as they are: each dense layer dequantizes its own."""
-  variables = {"params": partition.merge(params, frozen)}
+  variables = {"params": partition.merge(params, model_frozen(frozen))}
   inputs = {k: batch[k] for k in opts.fields if k in batch}
   if rng is None:
     return opts.model.apply(variables, **inputs, deterministic=True)
   return opts.model.apply(variables, **inputs, deterministic=False, rngs={"dropout": rng})
 
 
+def reference_outputs(opts: StepOptions, params, frozen, batch):
+  """The frozen reference policy's outputs (no dropout, no gradient): the stored copy, or the
+  model with its LoRA factors zeroed."""
+  if REFERENCE in frozen:
+    outputs = apply_model(opts, {}, frozen[REFERENCE], batch)
+  else:
+    outputs = apply_model(opts, jax.tree.map(jnp.zeros_like, params), frozen, batch)
+  return jax.lax.stop_gradient(outputs)
+
+
+def task_outputs(opts: StepOptions, params, frozen, batch, rng=None):
+  """The model's outputs, with the reference policy's under 'reference' when the task uses it."""
+  outputs = apply_model(opts, params, frozen, batch, rng)
+  if opts.reference_in_step:
+    outputs = {**outputs, "reference": reference_outputs(opts, params, frozen, batch)}
+  return outputs
+
+
 def loss_fn(params, frozen, batch, rng, totals, scale, *, opts: StepOptions):
   """(loss, metric sums) of the task on `batch`; only `params` is differentiated."""
-  outputs = apply_model(opts, params, frozen, batch, rng)
+  outputs = task_outputs(opts, params, frozen, batch, rng)
   loss, sums = opts.task.loss(outputs, batch, totals)
   return loss * scale, sums
 
@@ -408,6 +454,8 @@ def train_step(state: TrainState, batch, rng, opts: StepOptions):
     nsp_rows = jnp.maximum(sums["nsp_weight_sum"], 1e-9)
     metrics.update(nsp_loss=sums["nsp_loss_sum"] / nsp_rows,
                    nsp_accuracy=sums["nsp_correct_sum"] / nsp_rows)
+  if hasattr(opts.task, "step_metrics"):
+    metrics.update(opts.task.step_metrics(sums))
   return new_state, metrics
 
 
@@ -432,7 +480,8 @@ def step_options(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh) -
       model=model, task=tasks.make_task(cfg), tx=_make_optimizer(cfg),
       schedule=optimizer_lib.make_schedule(cfg.optimizer, cfg.train.steps),
       fields=model_input_fields(cfg.model.family), batch_size=batch_size, slices=microbatches,
-      nan_at_step=-1 if nan_at_step is None else int(nan_at_step), mesh=mesh, rules=rules)
+      nan_at_step=-1 if nan_at_step is None else int(nan_at_step),
+      reference_in_step=_reference_in_step(cfg), mesh=mesh, rules=rules)
 
 
 def make_train_step(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh,
@@ -480,7 +529,7 @@ def _state_param_bytes(layout: StateLayout) -> int:
 
 def eval_step_fn(params, frozen, batch, opts: StepOptions):
   """The task's eval sums (and per-example predictions, for classification) without dropout."""
-  return opts.task.eval_sums(apply_model(opts, params, frozen, batch), batch)
+  return opts.task.eval_sums(task_outputs(opts, params, frozen, batch), batch)
 
 
 def make_eval_step(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh,
