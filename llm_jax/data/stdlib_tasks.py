@@ -23,15 +23,14 @@ import functools
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import textwrap
 
 from absl import app
 from absl import flags
 
 from llm_jax import cli_flags
+from llm_jax.data import task_files
 from llm_jax.data import text_files
 
 VALIDATION_FRACTION = 0.1
@@ -248,14 +247,7 @@ def cached_path(name: str, data_dir: str, config_field: str) -> str:
                      f"DATASET one of {DATASETS} and SPLIT 'train' or 'validation'")
   version = ".".join(map(str, sys.version_info[:2]))
   root = os.path.join(os.path.expanduser(data_dir), "stdlib_tasks", f"python{version}")
-  if not os.path.isdir(root):
-    os.makedirs(os.path.dirname(root), exist_ok=True)
-    partial = tempfile.mkdtemp(prefix="writing_", dir=os.path.dirname(root))
-    write_all(partial)
-    try:
-      os.rename(partial, root)
-    except OSError:  # another process finished first
-      shutil.rmtree(partial, ignore_errors=True)
+  task_files.write_once(root, write_all)
   return os.path.join(root, dataset, f"{split}.jsonl")
 
 

@@ -15,6 +15,8 @@ import glob
 import gzip
 import json
 import os
+import shutil
+import tempfile
 from typing import Any
 
 import ml_collections
@@ -22,9 +24,23 @@ import numpy as np
 
 PROVENANCE = "_provenance"
 STDLIB_PREFIX = "stdlib:"  # 'stdlib:DATASET/SPLIT': a stdlib_tasks dataset, written on first use
+ARITHMETIC_PREFIX = "arithmetic:"  # 'arithmetic:preferences/SPLIT': arithmetic_preferences
 FORMATS = ("auto", "jsonl", "csv", "tsv")
 _EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
                ".tsv": "tsv", ".tab": "tsv"}
+
+
+def write_once(root: str, write) -> None:
+  """Calls write(folder) into a temporary folder renamed to `root`, unless root exists."""
+  if os.path.isdir(root):
+    return
+  os.makedirs(os.path.dirname(root), exist_ok=True)
+  partial = tempfile.mkdtemp(prefix="writing_", dir=os.path.dirname(root))
+  write(partial)
+  try:
+    os.rename(partial, root)
+  except OSError:  # another process finished first
+    shutil.rmtree(partial, ignore_errors=True)
 
 
 def where(row: dict) -> str:
@@ -240,4 +256,8 @@ def read_task_rows(cfg: ml_collections.ConfigDict, split: str) -> collections.ab
     from llm_jax.data import stdlib_tasks  # pylint: disable=g-import-not-at-top
     pattern = stdlib_tasks.cached_path(pattern[len(STDLIB_PREFIX):], cfg.data.data_dir,
                                        config_field)
+  elif pattern.startswith(ARITHMETIC_PREFIX):
+    from llm_jax.data import arithmetic_preferences  # pylint: disable=g-import-not-at-top
+    pattern = arithmetic_preferences.cached_path(pattern[len(ARITHMETIC_PREFIX):],
+                                                 cfg.data.data_dir, config_field)
   return read_files(pattern, cfg.data.format, config_field)
