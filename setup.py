@@ -28,11 +28,13 @@ setuptools.setup(
         "portpicker",
         "matplotlib",
         "jinja2",
+        "pyyaml",
     ],
     extras_require={
         # torch is pinned to the CPU build that these machines install locally; on a GPU box
         # install the CUDA build of torch first (see README), the pin is then satisfied.
-        "hf": ["torch==2.13.0", "transformers>=4.46", "safetensors", "peft>=0.13", "trl>=1.0"],
+        "hf": ["torch==2.13.0", "transformers>=4.46", "safetensors", "peft>=0.13", "trl>=1.0",
+               "lm-eval>=0.4.5", "sentence-transformers>=3.0", "faiss-cpu"],
         "test": ["pytest>=8", "pytest-xdist>=3.5", "nbclient", "nbformat", "ipykernel", "scikit-learn", "scipy"],
     },
 )

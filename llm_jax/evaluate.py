@@ -7,6 +7,10 @@ r"""Evaluate a trained or converted model, or score generated text.
   python -m llm_jax.evaluate --hf=/path/to/hf_folder --texts_file=texts.txt
   # BLEU and ROUGE-1/2/L of predictions against references (one per line)
   python -m llm_jax.evaluate --predictions=pred.txt --references=ref.txt --output=scores.json
+  # harness tasks (built-in names or .yaml/.py task files), k-shot, over one, some or all steps
+  python -m llm_jax.evaluate --workdir=/tmp/gpt_tiny --tasks=arithmetic_mc,arithmetic_gen \
+      --num_fewshot=2 --steps=all --out=/tmp/gpt_tiny/eval
+  python -m llm_jax.evaluate --hf=/path/to/hf_folder --tasks=my_task.yaml --out=/tmp/eval
 
 For encoder-decoder models each line of --texts_file is `source<TAB>target`, and the target is
 scored given the source.
@@ -46,6 +50,24 @@ _PREDICTIONS = flags.DEFINE_string("predictions", None, "Generated texts, one pe
                                    flag_values=FLAGS)
 _REFERENCES = flags.DEFINE_string("references", None, "Reference texts, one per line.",
                                   flag_values=FLAGS)
+_TASKS = flags.DEFINE_list("tasks", None, "Harness tasks: built-in names (arithmetic_mc, "
+                          "arithmetic_gen, counting_perplexity) or .yaml/.py task files.",
+                          flag_values=FLAGS)
+_NUM_FEWSHOT = flags.DEFINE_integer("num_fewshot", 0, "Solved examples before each item.",
+                                    flag_values=FLAGS)
+_SEED = flags.DEFINE_integer("seed", 1234, "Seed of the k-shot examples and of sampling.",
+                             flag_values=FLAGS)
+_LIMIT = flags.DEFINE_integer("limit", 0, "Evaluate the first N items of each task (0: all).",
+                              flag_values=FLAGS)
+_STEPS = flags.DEFINE_string("steps", None, "Harness over several checkpoints: 'all' or "
+                             "'100,200' (plots metric against step).", flag_values=FLAGS)
+_CHAT_TEMPLATE = flags.DEFINE_string("chat_template", None, "Wrap prompts as a user turn of "
+                                     "this chat template (file/folder, or 'builtin').",
+                                     flag_values=FLAGS)
+_EFFICIENCY = flags.DEFINE_bool("efficiency", True, "Harness: also measure prefill/decode "
+                                "tokens/s and peak memory.", flag_values=FLAGS)
+_OUT = flags.DEFINE_string("out", None, "Harness: folder for results.json, results.md (and "
+                           "metrics_by_step.png).", flag_values=FLAGS)
 _OUTPUT = flags.DEFINE_string("output", None, "Write results here (JSON; JSON lines for "
                               "--texts_file).", flag_values=FLAGS)
 
@@ -153,8 +175,35 @@ def evaluate_split(cfg, model, params, mesh, split: str, max_batches: int) -> di
                                       max_batches=max_batches or None)
 
 
+def evaluate_harness_tasks() -> dict:
+  """The harness run the flags ask for; writes --out/results.{json,md} (+ the plot)."""
+  from llm_jax.evaluation import harness  # pylint: disable=g-import-not-at-top
+  from llm_jax.evaluation.harness import report  # pylint: disable=g-import-not-at-top
+  from llm_jax.evaluation.harness import suite  # pylint: disable=g-import-not-at-top
+  if bool(_WORKDIR.value) == bool(_HF.value):
+    raise UsageError("--tasks needs exactly one of --workdir or --hf")
+  if _STEP.value is not None:
+    raise UsageError("with --tasks, give checkpoints as --steps=STEP[,STEP...] or --steps=all")
+  if _NUM_FEWSHOT.value < 0:
+    raise UsageError(f"--num_fewshot must be >= 0, got {_NUM_FEWSHOT.value}")
+  tasks = [harness.get_task(name) for name in _TASKS.value]  # unknown names fail before loading
+  options = harness.HarnessOptions(num_fewshot=_NUM_FEWSHOT.value, seed=_SEED.value,
+                                   limit=_LIMIT.value or None, batch_size=_BATCH_SIZE.value,
+                                   chat_template=_CHAT_TEMPLATE.value)
+  results = suite.evaluate_suite(tasks, options, workdir=_WORKDIR.value, hf=_HF.value,
+                                 steps=_STEPS.value, with_efficiency=_EFFICIENCY.value)
+  results["tasks"] = list(_TASKS.value)
+  print(report.markdown_table(results))
+  if _OUT.value:
+    for kind, path in report.write_results(results, _OUT.value).items():
+      print(f"wrote {kind}: {path}")
+  return results
+
+
 def run() -> dict | list[dict]:
   """Does what the flags ask; returns the results (also written to --output)."""
+  if _TASKS.value:
+    return evaluate_harness_tasks()
   if _PREDICTIONS.value or _REFERENCES.value:
     if not (_PREDICTIONS.value and _REFERENCES.value):
       raise UsageError("--predictions and --references go together")
