@@ -35,6 +35,19 @@ def default_model_config() -> ml_collections.ConfigDict:
   c.relative_max_distance = 128  # t5_relative
   c.attention = "causal"  # decoder-only: 'causal' | 'prefix'; encoders are bidirectional
   c.scale_attention = True  # scale queries by head_dim**-0.5 (T5: False)
+  # How softmax attention runs: 'auto' (splash on TPU, cuDNN dot_product_attention on NVIDIA GPUs
+  # in bf16/fp16, else 'xla'), 'xla' (einsum reference), 'dot_product_attention'
+  # (jax.nn.dot_product_attention), 'splash' (Pallas TPU kernel). See models/attention_ops.py.
+  c.attention_impl = "auto"
+  c.attention_interpret = False  # run Pallas kernels (splash) in interpret mode, e.g. on CPU
+  # Self-attention: 'full' (softmax), 'block_sparse' (local blocks + global tokens), 'linear'
+  # (elu+1 kernelised, O(L); causal or bidirectional, not prefix).
+  c.attention_kind = "full"
+  c.sliding_window = 0  # > 0: a query at position i attends keys i-window+1..i (HF Mistral)
+  c.sliding_window_layers = "all"  # 'all' | 'every:N' (layers 0, N, 2N, ...) | '0,2,5'
+  c.block_sparse_block_size = 64  # block_sparse: a query sees its position block and the previous
+  c.block_sparse_global_tokens = 1  # block_sparse: the first N tokens of each segment are global
+  c.linear_attention_chunk = 64  # linear: chunk length of the causal chunk-wise form
   c.tie_embeddings = True  # output head reuses the token embedding
   c.scale_embeddings = False  # multiply token embeddings by sqrt(d_model)
   c.embedding_norm = False  # norm right after the embeddings (BERT, BART)

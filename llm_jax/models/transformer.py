@@ -71,6 +71,7 @@ class TransformerLayer(nn.Module):
   scanned: bool = False  # return (x, None) as nn.scan expects
   prefix_length: int = 0  # prefix tuning in the self-attention
   shared_positions: int = 0  # see attention.Attention
+  sliding_window: int = 0  # this layer's self-attention window (attention.layer_window)
 
   @nn.compact
   def __call__(self, x_BxLxD: Array, positions_BxL: Array, segment_ids_BxL: Array,
@@ -96,7 +97,8 @@ class TransformerLayer(nn.Module):
     self_attention = attention.Attention(
         cfg, mask_type=self.mask_type, relative=self.relative,
         use_rope=cfg.position == "rope", init_scale=self.beta, prefix_length=self.prefix_length,
-        shared_positions=self.shared_positions, name="self_attention")
+        shared_positions=self.shared_positions, sliding_window=self.sliding_window,
+        name="self_attention")
     x_BxLxD = residual(
         x_BxLxD, lambda h: self_attention(h, positions_BxL, segment_ids_BxL, prefix_BxL, None,
                                           None, relpos_table_NxH, deterministic, decode,
@@ -193,12 +195,15 @@ class Stack(nn.Module):
           in_axes=(nn.broadcast,) * len(args) + (
               nn.broadcast if prefix_kv_Nx2xPxGxK is None else 0,),
           length=self.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
-      x_BxLxD, _ = scanned(**layer_kwargs, scanned=True, name="layers")(
+      window = attention.layer_window(cfg, 0, self.num_layers)  # validate: same in every layer
+      x_BxLxD, _ = scanned(**layer_kwargs, scanned=True, sliding_window=window, name="layers")(
           x_BxLxD, *args, prefix_kv_Nx2xPxGxK)
     else:
       for i in range(self.num_layers):
         layer_kv = None if prefix_kv_Nx2xPxGxK is None else prefix_kv_Nx2xPxGxK[i]
-        x_BxLxD = layer_cls(**layer_kwargs, name=f"layers_{i}")(x_BxLxD, *args, layer_kv)
+        window = attention.layer_window(cfg, i, self.num_layers)
+        x_BxLxD = layer_cls(**layer_kwargs, sliding_window=window, name=f"layers_{i}")(
+            x_BxLxD, *args, layer_kv)
 
     if cfg.final_norm:
       x_BxLxD = layers.make_norm(cfg, "final_norm")(x_BxLxD)
