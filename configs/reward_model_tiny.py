@@ -31,9 +31,9 @@ def get_config(arg=None):
   cfg.optimizer.warmup_steps = 20
   cfg.optimizer.weight_decay = 0.0
   cfg.train.batch_size = 32  # 16 pairs
-  cfg.train.steps = 400
+  cfg.train.steps = 1000
   cfg.train.log_every = 20
-  cfg.train.eval_every = 100
+  cfg.train.eval_every = 250
   cfg.train.eval_batches = 13
-  cfg.train.checkpoint_every = 100
+  cfg.train.checkpoint_every = 250
   return cfg
