@@ -23,7 +23,10 @@ def default_train_config():
   # 'shard': each process reads its own documents; 'slice': each reads the global batch and
   # keeps its rows (batches independent of the process count, at the cost of reading it all).
   cfg.data_per_process = "shard"
-  cfg.nan_at_step = -1  # Test hook: the train step multiplies the loss by NaN at this step.
+  cfg.nan_at_step = -1  # Test hook: the loss of this step (counted from 1) is NaN.
+  # True: start over even if --workdir holds a run (it is renamed to WORKDIR.overwritten-TIME).
+  # False: a rerun resumes, and a workdir of another model/data/task config is an error.
+  cfg.overwrite = False
   cfg.progress_bar = True
   cfg.tensorboard = True
   cfg.plot = True
@@ -61,6 +64,10 @@ def base_config(model_preset=None):
   cfg.sharding.rules = sharding.default_sharding_rules()
   cfg.task = tasks.default_task_config()
   cfg.train = default_train_config()
+  from llm_jax.compress import config as compress_config  # pylint: disable=g-import-not-at-top
+  cfg.quantization = compress_config.default_quantization_config()
+  cfg.distill = compress_config.default_distill_config()
+  cfg.pruning = compress_config.default_pruning_config()
   return cfg
 
 
@@ -97,7 +104,8 @@ def finalize(cfg, device_count=None, process_count=None):
   missing = expected - set(cfg.keys())
   if missing:
     raise ValueError(f"config is missing sections {sorted(missing)}")
-  unknown = set(cfg.keys()) - expected
+  # alignment: RL runs only; quantization, distill, pruning: llm_jax.compress
+  unknown = set(cfg.keys()) - expected - {"alignment", "quantization", "distill", "pruning"}
   if unknown:
     raise ValueError(f"config has unknown sections {sorted(unknown)}; expected {sorted(expected)}")
   for path in ("train.batch_size", "train.steps", "train.log_every", "train.eval_every",
@@ -106,6 +114,9 @@ def finalize(cfg, device_count=None, process_count=None):
   if cfg.train.data_per_process not in ("shard", "slice"):
     raise ValueError(f"config.train.data_per_process={cfg.train.data_per_process!r}: expected "
                      "'shard' or 'slice'")
+  if not isinstance(cfg.data.sequence_length, int) or cfg.data.sequence_length <= 0:
+    raise ValueError(f"config.data.sequence_length must be a positive integer, got "
+                     f"{cfg.data.sequence_length!r}")
   if cfg.train.checkpoint_every < 0:
     raise ValueError(f"config.train.checkpoint_every must be >= 0, got {cfg.train.checkpoint_every}")
 

@@ -18,19 +18,27 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
 
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = ("data", "fsdp", "expert", "tensor")
 
 Rules = tuple[tuple[str, Any], ...]
 
 
 def default_mesh_config() -> ml_collections.ConfigDict:
   """Mesh shape; -1 takes the devices the other axes leave."""
-  return ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  return ml_collections.ConfigDict(dict(data=-1, fsdp=1, expert=1, tensor=1))
 
 
 def default_sharding_rules() -> Rules:
-  """Logical axis -> mesh axes: batch over data x fsdp, weights over fsdp and tensor."""
+  """Logical axis -> mesh axes: batch over data x fsdp (x expert), weights over fsdp and tensor,
+  MoE experts over expert.
+
+  'expert' comes before 'batch': the tokens dispatched to experts [expert, batch, ...] keep
+  their experts on the expert axis and their batch rows on data x fsdp (the fallback rule), so
+  moving tokens from [batch, ...] to [expert, batch, ...] is an all-to-all over the expert axis.
+  """
   return (
+      ("expert", "expert"),
+      ("batch", ("data", "fsdp", "expert")),
       ("batch", ("data", "fsdp")),
       ("embed", "fsdp"),
       ("vocab", "tensor"),
@@ -96,7 +104,7 @@ def mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> tuple[int, ...]
 
 
 def make_mesh(mesh_cfg: Mapping[str, int], devices: Sequence[Any] | None = None) -> Mesh:
-  """A ('data', 'fsdp', 'tensor') mesh with Auto axis types over `devices` (default: all)."""
+  """A ('data', 'fsdp', 'expert', 'tensor') mesh with Auto axis types over `devices` (default: all)."""
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(mesh_cfg, len(devices))
   return jax.make_mesh(
@@ -187,9 +195,10 @@ def _check_divisible(where, shape, logical_spec, mesh_spec, mesh):
   for dim, (size, name, axes) in enumerate(zip(shape, logical_spec, mesh_spec)):
     shards = math.prod(mesh.shape[axis] for axis in _as_tuple(axes))
     if size % shards:
+      field = " (model.moe.num_experts)" if name == "expert" else ""
       raise ValueError(
-          f"{where}: dimension {dim} (logical axis {name!r}, size {size}) is not divisible by "
-          f"mesh axes {axes!r} of total size {shards}")
+          f"{where}: dimension {dim} (logical axis {name!r}, size {size}{field}) is not "
+          f"divisible by mesh axes {axes!r} of total size {shards}")
 
 
 def batch_axes(rules: Rules) -> Any:

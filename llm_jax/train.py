@@ -8,6 +8,8 @@ Multi-process: add --coordinator_address=HOST:PORT --num_processes=N --process_i
 LLM_JAX_COORDINATOR, LLM_JAX_NUM_PROCESSES, LLM_JAX_PROCESS_ID).
 """
 
+import difflib
+import importlib.util
 import logging as std_logging
 import os
 import sys
@@ -44,6 +46,62 @@ def _quiet_libraries(record):
   return record.levelno >= std_logging.WARNING or record.pathname.startswith(_PACKAGE_DIR)
 
 
+def _config_overrides(argv):
+  """(config file, [dotted keys]) of --config=FILE and --config.a.b=VALUE in argv."""
+  path, keys = None, []
+  for arg in argv[1:]:
+    if arg.startswith("--config="):
+      path = arg[len("--config="):]
+    elif arg.startswith("--config."):
+      keys.append(arg[len("--config."):].split("=", 1)[0])
+  return path, keys
+
+
+def _unknown_key_message(argv):
+  """'unknown config key config.train.stepz (did you mean config.train.steps?)', or None."""
+  path, keys = _config_overrides(argv)
+  if not path or not keys:
+    return None
+  file_path, _, arg = path.partition(":")
+  spec = importlib.util.spec_from_file_location("llm_jax_cli_config", file_path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  cfg = module.get_config(arg) if arg else module.get_config()
+  for key in keys:
+    node, parts = cfg, key.split(".")
+    for depth, part in enumerate(parts):
+      children = list(node.keys()) if hasattr(node, "keys") else []
+      if part not in children:
+        parent = ".".join(["config", *parts[:depth]])
+        close = difflib.get_close_matches(part, children, n=1)
+        hint = f" (did you mean {parent}.{close[0]}?)" if close else (
+            f" ({parent} has {', '.join(sorted(children))})" if children else "")
+        return f"unknown config key config.{key}{hint}"
+      node = node[part]
+  return None
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with a one-line message and exit code 2 for a bad --config.*."""
+  from llm_jax.training import preemption  # pylint: disable=g-import-not-at-top
+  preemption.install()  # SIGTERM from here on is a clean stop, even during startup.
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    message = str(e).strip().splitlines()[-1]
+    sys.stderr.write(f"error: {message}\nPass --helpshort to see the flags.\n")
+    sys.exit(2)
+  except (AttributeError, KeyError):
+    try:
+      message = _unknown_key_message(argv)
+    except Exception:  # pylint: disable=broad-except
+      message = None
+    if message is None:
+      raise
+    sys.stderr.write(f"error: {message}\n")
+    sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -55,6 +113,8 @@ def main(argv):
                                num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
   import jax
   from llm_jax import config as config_lib
+  from llm_jax.alignment import rl_loop
+  from llm_jax.training import checkpoint
   from llm_jax.training import loop
   # pylint: enable=g-import-not-at-top
 
@@ -65,13 +125,23 @@ def main(argv):
     print(f"invalid config: {e}", file=sys.stderr)
     return 2
   try:
-    result = loop.train(cfg, _WORKDIR.value)
-  except loop.NonFiniteLossError as e:
+    if cfg.task.name in rl_loop.METHODS:  # RL with a policy that generates
+      result = rl_loop.train(cfg, _WORKDIR.value)
+    else:
+      result = loop.train(cfg, _WORKDIR.value)
+  except loop.ConfigError as e:  # The user's input; nothing was written.
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  except (loop.NonFiniteLossError, rl_loop.RewardError, checkpoint.CheckpointWriteError,
+          checkpoint.NoUsableCheckpointError) as e:
     logging.error("%s", e)
     print(f"training stopped: {e}", file=sys.stderr)
     return 1
   if jax.process_index() == 0:
-    if result.get("preempted"):
+    if result.get("started") is False:
+      print(f"stopped by SIGTERM before the first step (latest checkpoint: step "
+            f"{result['step']}); rerun the same command to start or resume")
+    elif result.get("preempted"):
       print(f"preempted at step {result['step']}; checkpoint saved, rerun the same command to "
             "resume")
     if "eval_loss" in result:
@@ -83,4 +153,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -1,8 +1,9 @@
 """Hugging Face <-> llm_jax conversion: `from_hf(folder)` and `to_hf(model_cfg, params, folder)`.
 
-One module per family (gpt2, llama, bert (also RoBERTa), t5, bart), each with
+One module per family (gpt2, llama, mistral, mixtral, bert (also RoBERTa), t5, bart), each with
 `HF_MODEL_TYPES`, `config_from_hf`, `params_from_hf`, `config_to_hf`, `params_to_hf`
-and `IGNORED_TENSORS` (regexes of checkpoint buffers that hold no parameters);
+and `IGNORED_TENSORS` (regexes of checkpoint buffers that hold no parameters), and optionally
+`prepare_tensors` (checkpoint tensors -> the names its parameter table reads);
 `_MODULE_FOR_MODEL_TYPE` maps a Hugging Face `model_type` to its module.
 """
 
@@ -22,6 +23,8 @@ _MODULE_FOR_MODEL_TYPE = {
   "roberta": "bert",
   "t5": "t5",
   "bart": "bart",
+  "mistral": "mistral",
+  "mixtral": "mixtral",
 }
 
 
@@ -59,6 +62,8 @@ def from_hf(path: str):
     raise ConversionError(f"{path}/config.json has no model_type")
   family = _family_for(hf_config["model_type"])
   cfg = family.config_from_hf(hf_config)
+  if hasattr(family, "prepare_tensors"):
+    tensors = family.prepare_tensors(tensors)
   reader = TensorReader(tensors, source=path)
   params = family.params_from_hf(hf_config, reader, cfg)
   unused = [n for n in reader.unused() if not any(re.search(p, n) for p in family.IGNORED_TENSORS)]
@@ -77,7 +82,8 @@ def to_hf(model_cfg, params, path: str) -> None:
   model_type = (
     model_cfg.get("hf_model_type")
     or {
-      "decoder": "llama" if model_cfg.position == "rope" else "gpt2",
+      "decoder": ("mixtral" if model_cfg.moe.num_experts else "llama")
+      if model_cfg.position == "rope" else "gpt2",
       "encoder": "bert",
       "encoder_decoder": "t5",
     }[model_cfg.family]

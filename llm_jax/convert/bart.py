@@ -125,8 +125,7 @@ def _table(cfg, prefix: str) -> list:
 
 def params_from_hf(hf_config: dict, reader: common.TensorReader, cfg) -> dict:
   prefix = "" if reader.has("shared.weight") else "model."  # a bare BartModel has no prefix
-  abstract = models.abstract_params(models.build_model(cfg), cfg)
-  params = common.params_from_torch(_table(cfg, prefix), reader, abstract)
+  params = common.params_from_table(cfg, _table(cfg, prefix), reader)
   shared_VxD = params["token_embed"]["embedding"]
   # Per-stack copies of `shared` (older checkpoints, or untied ones): transformers ties them to
   # `shared` unless tie_word_embeddings=False, when they must equal it to share one embedding.

@@ -233,8 +233,7 @@ def params_from_hf(hf_config: dict, reader: common.TensorReader, cfg) -> dict:
   prefix = f"{_model_type(cfg)}."
   if not reader.has(f"{prefix}embeddings.word_embeddings.weight"):
     prefix = ""  # a bare BertModel / RobertaModel
-  abstract = models.abstract_params(models.build_model(cfg), cfg)
-  params = common.params_from_torch(_table(cfg, prefix), reader, abstract)
+  params = common.params_from_table(cfg, _table(cfg, prefix), reader)
   unused_bias = f"{'lm_head' if _model_type(cfg) == 'roberta' else 'cls.predictions'}.bias"
   if cfg.mlm_head and not cfg.tie_embeddings and reader.has(unused_bias):
     reader.take(unused_bias)  # Untied, the decoder's own bias is the one applied.

@@ -32,10 +32,21 @@ class ConversionError(ValueError):
 
 
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
-  """Reads a .safetensors file into NumPy (bfloat16 included, via ml_dtypes)."""
+  """Reads a .safetensors file into NumPy (bfloat16 included, via ml_dtypes).
+
+  A truncated or malformed file is a ConversionError naming the file, the tensor and the
+  expected vs actual byte counts.
+  """
+  size = os.path.getsize(path)
   with open(path, "rb") as f:
     header_len = int.from_bytes(f.read(8), "little")
-    header = json.loads(f.read(header_len))
+    if size < 8 or header_len > size - 8:
+      raise ConversionError(f"{path}: truncated safetensors file: its header needs {header_len} "
+                            f"bytes after the first 8, the file has {max(size - 8, 0)}")
+    try:
+      header = json.loads(f.read(header_len))
+    except ValueError as e:
+      raise ConversionError(f"{path}: the safetensors header is not valid JSON ({e})") from e
     data = f.read()
   tensors = {}
   for name, info in header.items():
@@ -44,7 +55,15 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
     if info["dtype"] not in _SAFETENSORS_DTYPES:
       raise ConversionError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
     start, end = info["data_offsets"]
-    array = np.frombuffer(data[start:end], dtype=_SAFETENSORS_DTYPES[info["dtype"]])
+    dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
+    expected = int(np.prod(info["shape"], dtype=np.int64)) * dtype.itemsize
+    actual = max(0, min(end, len(data)) - start)
+    if end - start != expected or actual != expected:
+      raise ConversionError(
+          f"{path}: tensor {name!r} (shape {info['shape']}, {info['dtype']}) needs {expected} "
+          f"bytes at data offsets [{start}, {end}), the file holds {actual} of them (file "
+          f"{size} bytes, {8 + header_len + end} expected): truncated or corrupt download?")
+    array = np.frombuffer(data[start:end], dtype=dtype)
     tensors[name] = array.reshape(info["shape"]).copy()
   return tensors
 
@@ -164,7 +183,8 @@ def write_hf_folder(path: str, config: dict, tensors: dict[str, np.ndarray]) -> 
 #   'out'    attention output kernel [heads, head_dim, embed] <-> weight [embed, heads * head_dim]
 #   'flat'   q/k/v bias [heads, head_dim] <-> [heads * head_dim]
 #   'row'    vector [n] <-> [1, n] (BART's final_logits_bias buffer)
-TORCH_LAYOUTS = ("same", "linear", "heads", "out", "flat", "row")
+#   'experts' stacked expert kernels [experts, in, out] <-> [experts, out, in]
+TORCH_LAYOUTS = ("same", "linear", "heads", "out", "flat", "row", "experts")
 
 
 def torch_shape(layout: str, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -181,6 +201,8 @@ def torch_shape(layout: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     return (int(np.prod(shape)),)
   if layout == "row":
     return (1, *shape)
+  if layout == "experts":
+    return (shape[0], shape[2], shape[1])
   raise ValueError(f"unknown torch layout {layout!r}; expected one of {TORCH_LAYOUTS}")
 
 
@@ -189,6 +211,7 @@ def from_torch(layout: str, w: np.ndarray, shape: tuple[int, ...]) -> np.ndarray
   if layout not in TORCH_LAYOUTS:
     raise ValueError(f"unknown torch layout {layout!r}; expected one of {TORCH_LAYOUTS}")
   w = w.T if layout in ("linear", "heads", "out") else w
+  w = np.swapaxes(w, 1, 2) if layout == "experts" else w
   return np.ascontiguousarray(w.reshape(shape))
 
 
@@ -198,6 +221,8 @@ def to_torch(layout: str, p: np.ndarray) -> np.ndarray:
     w = p.reshape(p.shape[0], -1).T
   elif layout == "out":
     w = p.reshape(-1, p.shape[-1]).T
+  elif layout == "experts":
+    w = np.swapaxes(p, 1, 2)
   else:
     w = p.T if layout == "linear" else p
   return np.ascontiguousarray(w.reshape(torch_shape(layout, p.shape)))
@@ -271,17 +296,6 @@ def hf_field(hf_config: dict, name: str, default=_REQUIRED):
   return default
 
 
-def check_exportable(cfg, model_type: str, required: dict) -> None:
-  """Raises a ConversionError naming the first model field whose value `model_type` cannot express."""
-  for field, allowed in required.items():
-    allowed = allowed if isinstance(allowed, tuple) else (allowed,)
-    if cfg[field] not in allowed:
-      raise ConversionError(
-        f"model.{field}={cfg[field]!r} cannot be exported as Hugging Face "
-        f"{model_type!r} (needs {' or '.join(map(repr, allowed))})"
-      )
-
-
 def sequence_classification_labels(hf_config: dict) -> int:
   """num_labels of a *ForSequenceClassification checkpoint (its 'score' head), else 0."""
   architectures = hf_config.get("architectures") or [""]
@@ -338,12 +352,33 @@ def activation_to_hf(model_cfg) -> str:
   return ACTIVATIONS_TO_HF[model_cfg.activation]
 
 
-def require(model_cfg, family_name: str, **expected) -> None:
-  """Raises a ConversionError naming the first model field that `family_name` cannot express."""
+def require(model_cfg, target: str, **expected) -> None:
+  """Raises a ConversionError naming the first model field that `target` (e.g. "Hugging Face
+  'llama'") cannot express; each expected value is one value or a tuple of allowed ones."""
   for field, allowed in expected.items():
     allowed = allowed if isinstance(allowed, tuple) else (allowed,)
     if model_cfg.get(field) not in allowed:
       raise ConversionError(
         f"model.{field}={model_cfg.get(field)!r} cannot be exported as "
-        f"{family_name}; it needs {' or '.join(map(repr, allowed))}"
+        f"{target}; it needs {' or '.join(map(repr, allowed))}"
       )
+
+
+def projection_rows(ours: tuple, hf: str, pairs, kernel_layout: str, bias_layout: str,
+                    use_bias: bool) -> list[tuple[tuple[str, ...], str, str]]:
+  """Table rows of dense layers `ours`/{name}/kernel (and bias) <-> `hf`{theirs}.weight (.bias)
+  for each (name, theirs) of `pairs`."""
+  rows = []
+  for name, theirs in pairs:
+    rows.append((ours + (name, "kernel"), f"{hf}{theirs}.weight", kernel_layout))
+    if use_bias:
+      rows.append((ours + (name, "bias"), f"{hf}{theirs}.bias", bias_layout))
+  return rows
+
+
+def params_from_table(cfg, table, reader: TensorReader) -> dict:
+  """The model's params from the checkpoint tensors that `table` names, shapes checked against
+  the model of `cfg`."""
+  from llm_jax import models  # pylint: disable=g-import-not-at-top
+  abstract = models.abstract_params(models.build_model(cfg), cfg)
+  return params_from_torch(table, reader, abstract)

@@ -9,12 +9,12 @@ import numpy as np
 from llm_jax import models
 from llm_jax.convert.common import (
   ConversionError,
-  check_exportable,
   check_tied_head,
   hf_field,
+  require,
   sequence_classification_config,
   sequence_classification_labels,
-  params_from_torch,
+  params_from_table,
   params_to_torch,
   unstack_layers,
 )
@@ -112,9 +112,7 @@ def _table(cfg, prefix: str = "transformer.") -> list[tuple[tuple[str, ...], str
 def params_from_hf(hf_config: dict, reader, cfg) -> dict:
   del hf_config
   prefix = "transformer." if reader.has("transformer.wte.weight") else ""
-  params = params_from_torch(
-    _table(cfg, prefix), reader, models.abstract_params(models.build_model(cfg), cfg)
-  )
+  params = params_from_table(cfg, _table(cfg, prefix), reader)
   d, h = cfg.d_model, cfg.num_heads
   for i in range(cfg.num_layers):
     hf = f"{prefix}h.{i}.attn."
@@ -133,10 +131,10 @@ def params_from_hf(hf_config: dict, reader, cfg) -> dict:
 
 
 def config_to_hf(cfg) -> dict:
-  check_exportable(
+  require(
     cfg,
-    "gpt2",
-    dict(
+    "Hugging Face 'gpt2'",
+    **dict(
       family="decoder",
       attention="causal",
       norm="layernorm",

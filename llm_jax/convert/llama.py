@@ -1,14 +1,16 @@
 """LLaMA (`llama`): pre-RMSNorm decoder with RoPE, a gated MLP and grouped-query attention."""
 
 from llm_jax import models
+from llm_jax.models import moe
 from llm_jax.convert.common import (
   ConversionError,
-  check_exportable,
   check_tied_head,
   hf_field,
+  require,
   sequence_classification_config,
   sequence_classification_labels,
-  params_from_torch,
+  params_from_table,
+  projection_rows,
   params_to_torch,
   unstack_layers,
 )
@@ -112,6 +114,27 @@ def config_from_hf(hf_config: dict):
   return cfg
 
 
+ATTENTION_PROJECTIONS = (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj"))
+MLP_PROJECTIONS = (("wi_0", "gate_proj"), ("wi_1", "up_proj"), ("wo", "down_proj"))
+# Mixtral's experts: w1 gate, w3 up, w2 down; their per-expert tensors are stacked over experts
+# under these names by stack_experts.
+EXPERT_PROJECTIONS = (("wi_0", "w1"), ("wi_1", "w3"), ("wo", "w2"))
+
+
+def attention_rows(cfg, ours: tuple, hf: str) -> list:
+  return (projection_rows(ours, hf, ATTENTION_PROJECTIONS, "heads", "flat", cfg.use_bias)
+          + projection_rows(ours, hf, (("out", "o_proj"),), "out", "same", cfg.use_bias))
+
+
+def expert_rows(cfg, ours: tuple, hf: str) -> list:
+  """Router and stacked experts of one MoE layer (Mixtral's block_sparse_moe)."""
+  del cfg
+  rows = [(ours + ("router",), f"{hf}gate.weight", "linear")]
+  rows += [(ours + (name,), f"{hf}experts.{theirs}", "experts")
+           for name, theirs in EXPERT_PROJECTIONS]
+  return rows
+
+
 def _table(cfg, prefix: str = "model.") -> list[tuple[tuple[str, ...], str, str]]:
   """(param path, torch name, layout) of every parameter."""
   rows = [
@@ -124,29 +147,12 @@ def _table(cfg, prefix: str = "model.") -> list[tuple[tuple[str, ...], str, str]
       (layer + ("self_attention_norm", "scale"), hf + "input_layernorm.weight", "same"),
       (layer + ("mlp_norm", "scale"), hf + "post_attention_layernorm.weight", "same"),
     ]
-    attention = [
-      ("query", "q_proj", "heads", "flat"),
-      ("key", "k_proj", "heads", "flat"),
-      ("value", "v_proj", "heads", "flat"),
-      ("out", "o_proj", "out", "same"),
-    ]
-    mlp = [("wi_0", "gate_proj"), ("wi_1", "up_proj"), ("wo", "down_proj")]
-    for ours, theirs, kernel_layout, bias_layout in attention:
-      rows.append(
-        (
-          layer + ("self_attention", ours, "kernel"),
-          f"{hf}self_attn.{theirs}.weight",
-          kernel_layout,
-        )
-      )
-      if cfg.use_bias:
-        rows.append(
-          (layer + ("self_attention", ours, "bias"), f"{hf}self_attn.{theirs}.bias", bias_layout)
-        )
-    for ours, theirs in mlp:
-      rows.append((layer + ("mlp", ours, "kernel"), f"{hf}mlp.{theirs}.weight", "linear"))
-      if cfg.use_bias:
-        rows.append((layer + ("mlp", ours, "bias"), f"{hf}mlp.{theirs}.bias", "same"))
+    rows += attention_rows(cfg, layer + ("self_attention",), f"{hf}self_attn.")
+    if not moe.is_moe_layer(cfg, i):
+      rows += projection_rows(layer + ("mlp",), f"{hf}mlp.", MLP_PROJECTIONS, "linear", "same",
+                              cfg.use_bias)
+    else:
+      rows += expert_rows(cfg, layer + ("moe",), f"{hf}block_sparse_moe.")
   if not cfg.tie_embeddings:
     rows.append((("head", "lm_head", "kernel"), "lm_head.weight", "linear"))
   if cfg.num_labels:  # *ForSequenceClassification: the last token's `score` head
@@ -157,18 +163,27 @@ def _table(cfg, prefix: str = "model.") -> list[tuple[tuple[str, ...], str, str]
 def params_from_hf(hf_config: dict, reader, cfg) -> dict:
   del hf_config
   prefix = "model." if reader.has("model.embed_tokens.weight") else ""
-  abstract = models.abstract_params(models.build_model(cfg), cfg)
-  params = params_from_torch(_table(cfg, prefix), reader, abstract)
+  params = params_from_table(cfg, _table(cfg, prefix), reader)
   if cfg.tie_embeddings:
     check_tied_head(reader, "lm_head.weight", params["token_embed"]["embedding"])
   return params
 
 
 def config_to_hf(cfg) -> dict:
-  check_exportable(
+  if cfg.moe.num_experts or cfg.sliding_window:
+    raise ConversionError(
+      f"model.moe.num_experts={cfg.moe.num_experts} / model.sliding_window={cfg.sliding_window} "
+      "cannot be exported as Hugging Face 'llama'; use hf_model_type 'mixtral' or 'mistral'"
+    )
+  return decoder_config_to_hf(cfg, "llama")
+
+
+def decoder_config_to_hf(cfg, model_type: str) -> dict:
+  """config.json fields shared by the LLaMA-style decoders (llama, mistral, mixtral)."""
+  require(
     cfg,
-    "llama",
-    dict(
+    f"Hugging Face {model_type!r}",
+    **dict(
       family="decoder",
       attention="causal",
       norm="rmsnorm",

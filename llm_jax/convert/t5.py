@@ -11,10 +11,10 @@ import numpy as np
 from llm_jax import models
 from llm_jax.convert.common import (
   ConversionError,
-  check_exportable,
   check_tied_head,
   hf_field,
-  params_from_torch,
+  require,
+  params_from_table,
   params_to_torch,
   unstack_layers,
 )
@@ -144,9 +144,7 @@ def _table(cfg) -> list[tuple[tuple[str, ...], str, str]]:
 
 def params_from_hf(hf_config: dict, reader, cfg) -> dict:
   del hf_config
-  params = params_from_torch(
-    _table(cfg), reader, models.abstract_params(models.build_model(cfg), cfg)
-  )
+  params = params_from_table(cfg, _table(cfg), reader)
   embedding_VxD = params["token_embed"]["embedding"]
   if cfg.tie_embeddings:
     check_tied_head(reader, "lm_head.weight", embedding_VxD)
@@ -161,10 +159,10 @@ def params_from_hf(hf_config: dict, reader, cfg) -> dict:
 
 
 def config_to_hf(cfg) -> dict:
-  check_exportable(
+  require(
     cfg,
-    "t5",
-    dict(
+    "Hugging Face 't5'",
+    **dict(
       family="encoder_decoder",
       norm="rmsnorm",
       norm_position="pre",

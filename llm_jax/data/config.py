@@ -16,8 +16,16 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.train_files = ""
   c.eval_files = ""
   c.format = "auto"  # 'auto' (by file extension) | 'jsonl' | 'csv' | 'tsv'
-  c.doc_split = "file"  # 'file' | 'line' | 'paragraph': what one document is, for 'files'.
+  # Pretraining with source='files': train_files and eval_files (globs) name each split's
+  # files instead of files_glob's hashed split; validation_fraction is then unused (may be 0).
+  # What one document is, for 'files': 'file' | 'line' | 'paragraph'. 'stream' (any source):
+  # the split as one token stream cut into contiguous windows of the objective's raw_length.
+  c.doc_split = "file"
+  c.random_windows = False  # 'stream': windows at random offsets (nanoGPT's get_batch).
   c.validation_fraction = 0.02  # Share of documents (by hashed path) in the validation split.
+  # 'files' corpora: a binary or non-UTF-8 file is named in a warning ('warn'), left out
+  # ('skip') or stops the run ('error'); see data/corpus_check.py.
+  c.undecodable_files = "warn"
   c.tfds_name = ""  # e.g. 'lm1b', 'tiny_shakespeare'.
   c.tfds_data_dir = ""  # '' -> TFDS's own default data dir.
   c.tfds_download = False  # Allow download_and_prepare(file_format='array_record').
@@ -27,8 +35,9 @@ def default_data_config() -> ml_collections.ConfigDict:
   # Prepared corpora and trained tokenizers are cached here.
   c.data_dir = os.environ.get("LLM_JAX_DATA_DIR", "~/.cache/llm_jax")
 
-  # Tokenizer: 'byte' | 'sentencepiece' | 'hf'. A tokenizer_path ('*.model' or
-  # 'tokenizer.json') loads an existing one; 'sentencepiece' without a path trains one.
+  # Tokenizer: 'byte' | 'sentencepiece' | 'hf' | 'char'. A tokenizer_path ('*.model',
+  # 'tokenizer.json' or a char vocabulary '*.json') loads an existing one; 'sentencepiece'
+  # without a path trains one; 'char' without a path takes the training split's characters.
   c.tokenizer = "byte"
   c.tokenizer_path = ""
   c.spm_model_type = "unigram"  # 'unigram' | 'bpe'

@@ -5,6 +5,9 @@
       -> objective (rng from seed, process and example index) -> pack (segment ids,
       positions; padding is segment 0) -> README batch dict -> [global_batch // processes, L]
 
+With data.doc_split='stream' the split is one token stream cut into windows of raw_length
+(stream_windows.py) instead of documents cut into chunks; the objective and packing follow.
+
 Every stage is a grain dataset, so `it.get_state()` / `it.set_state()` resume exactly.
 Eval pipelines read their split once, unshuffled, and pad the last batch with empty rows
 (segment id 0, loss weight 0).
@@ -17,12 +20,17 @@ import ml_collections
 import numpy as np
 
 from llm_jax.data import sources
+from llm_jax.data import stream_windows
 from llm_jax.data import task_files
 from llm_jax.data.chunking import ChunkIterDataset
+from llm_jax.data.window_shuffle import WindowShuffleIterDataset
 from llm_jax.data.tokenizer import Tokenizer, make_tokenizer
 from llm_jax.objectives import make_objective
 
 _TOKEN_FIELDS = ("inputs", "targets", "decoder_inputs")
+# Documents tokenized ahead of the chunker. Small, so that a corpus of a few long documents
+# (repeated every epoch) is not tokenized and held hundreds of times over before the first batch.
+_READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
 _RENAMES = {
     "inputs_segment_ids": "input_segment_ids",
     "inputs_positions": "input_positions",
@@ -122,6 +130,12 @@ def make_dataset(cfg: ml_collections.ConfigDict, split: str = "train", process_i
                              target_length=data.target_length or None)
 
   corpus = sources.make_corpus(data, tfds_split)
+  if data.doc_split == "stream":
+    ds = _stream_windows(corpus, tokenizer, objective.raw_length, data, tfds_split, is_train, seed,
+                         process_index, process_count)
+    ds = ds.map(_ApplyObjective(objective, seed, process_index))
+    return pack_and_batch(ds, dict(objective.feature_lengths), data, batch_size, is_train,
+                          tokenizer.specials.pad_id)
   if len(corpus.source) < process_count:
     raise ValueError(f"Split {tfds_split!r} has {len(corpus.source)} documents, fewer than "
                      f"process_count={process_count}")
@@ -132,14 +146,26 @@ def make_dataset(cfg: ml_collections.ConfigDict, split: str = "train", process_i
     if data.shuffle:
       ds = ds.shuffle(seed=seed)
     ds = ds.repeat(data.num_epochs or None)
-  ds = ChunkIterDataset(ds.to_iter_dataset(), chunk_length=objective.raw_length,
+  ds = ChunkIterDataset(ds.to_iter_dataset(_READ_OPTIONS), chunk_length=objective.raw_length,
                         overflow=data.overflow)
   if is_train and data.shuffle and data.shuffle_buffer > 1:
-    ds = grain.experimental.WindowShuffleIterDataset(ds, window_size=data.shuffle_buffer, seed=seed)
+    ds = WindowShuffleIterDataset(ds, window_size=data.shuffle_buffer, seed=seed)
   ds = ds.map(_ApplyObjective(objective, seed, process_index))
 
   return pack_and_batch(ds, dict(objective.feature_lengths), data, batch_size, is_train,
                         tokenizer.specials.pad_id)
+
+
+def _stream_windows(corpus, tokenizer, window_length, data, split, is_train, seed, process_index,
+                    process_count) -> grain.IterDataset:
+  """doc_split='stream': the split's documents as one token stream, cut into windows."""
+  texts = (sources.document_text(corpus, corpus.source[i]) for i in range(len(corpus.source)))
+  tokens = stream_windows.stream_tokens(texts, tokenizer.encode, tokenizer.specials.eos_id)
+  windows = stream_windows.StreamWindows(
+      tokens, window_length, random_offsets=data.random_windows, shuffle=is_train and data.shuffle,
+      seed=seed, num_epochs=(data.num_epochs or None) if is_train else 1,
+      name=f"split {split!r} of {corpus.corpus_id}")
+  return stream_windows.stream_dataset(windows, process_index, process_count)
 
 
 def make_pipeline(cfg: ml_collections.ConfigDict, split: str = "train", process_index: int = 0,

@@ -8,6 +8,7 @@ from typing import Any
 import ml_collections
 import tensorflow_datasets as tfds
 
+from llm_jax.data import corpus_check
 from llm_jax.data import text_files
 
 SOURCES = ("stdlib", "files", "tfds")
@@ -61,6 +62,24 @@ def _catalog_corpus(cfg: ml_collections.ConfigDict, split: str) -> Corpus:
   return Corpus(source, cfg.text_feature, f"tfds_{builder.info.full_name}_{cfg.text_feature}")
 
 
+def _files_builder(cfg: ml_collections.ConfigDict) -> text_files.TextFiles:
+  """data.files_glob with a hashed split, else data.train_files / data.eval_files as the splits
+  (a fine-tuning config may hold its task's files there beside a files_glob corpus)."""
+  if not cfg.files_glob and (cfg.train_files or cfg.eval_files):
+    root, paths, eval_paths = text_files.split_files(cfg.train_files, cfg.eval_files)
+    paths = corpus_check.checked_paths(root, paths, cfg.undecodable_files)
+    eval_paths = [p for p in eval_paths if p in paths]
+    return text_files.text_files_builder(root, paths, cfg.doc_split, cfg.validation_fraction,
+                                         cfg.data_dir, name_prefix="files", eval_paths=eval_paths)
+  if not cfg.files_glob:
+    raise ValueError("data.source='files' needs data.files_glob, or data.train_files and "
+                     "data.eval_files")
+  root, paths = text_files.glob_files(cfg.files_glob)
+  paths = corpus_check.checked_paths(root, paths, cfg.undecodable_files)
+  return text_files.text_files_builder(root, paths, cfg.doc_split, cfg.validation_fraction,
+                                       cfg.data_dir, name_prefix="files")
+
+
 def make_corpus(cfg: ml_collections.ConfigDict, split: str) -> Corpus:
   """The documents of `split` for the config's `data` section."""
   if cfg.source == "tfds":
@@ -68,11 +87,7 @@ def make_corpus(cfg: ml_collections.ConfigDict, split: str) -> Corpus:
   if cfg.source == "stdlib":
     builder = text_files.stdlib_builder(cfg.data_dir, cfg.validation_fraction)
   elif cfg.source == "files":
-    if not cfg.files_glob:
-      raise ValueError("data.source='files' needs data.files_glob")
-    root, paths = text_files.glob_files(cfg.files_glob)
-    builder = text_files.text_files_builder(root, paths, cfg.doc_split, cfg.validation_fraction,
-                                            cfg.data_dir, name_prefix="files")
+    builder = _files_builder(cfg)
   else:
     raise ValueError(f"data.source must be one of {SOURCES}, got {cfg.source!r}")
   _check_split(builder, split)

@@ -1,8 +1,10 @@
 """A TFDS builder over local text files, prepared as array_record (no TensorFlow needed).
 
-One document per file, per line or per blank-line paragraph. Documents go to 'train' or
+One document per file, per line or per blank-line paragraph ('stream' keeps one document
+per file; the pipeline joins them into one token stream). Documents go to 'train' or
 'validation' by a hash of their key (relative path, plus the document's index within the
-file when a file holds several), so the split never changes when files are added.
+file when a file holds several), so the split never changes when files are added; or, given
+`eval_paths`, by file: those files are the validation split and every other file is 'train'.
 """
 
 import dataclasses
@@ -16,7 +18,8 @@ import sysconfig
 
 import tensorflow_datasets as tfds
 
-DOC_SPLITS = ("file", "line", "paragraph")
+DOC_SPLITS = ("file", "line", "paragraph", "stream")
+_WHOLE_FILE_SPLITS = ("file", "stream")
 _EXCLUDED_STDLIB_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "dist-packages"})
 
 
@@ -26,10 +29,11 @@ class TextFilesConfig(tfds.core.BuilderConfig):
   paths: tuple[str, ...] = dataclasses.field(default=(), repr=False)  # Relative to root.
   doc_split: str = "file"
   validation_fraction: float = 0.02
+  eval_paths: tuple[str, ...] = dataclasses.field(default=(), repr=False)  # Explicit validation files.
 
 
 def split_documents(text: str, doc_split: str) -> list[str]:
-  if doc_split == "file":
+  if doc_split in _WHOLE_FILE_SPLITS:
     docs = [text]
   elif doc_split == "line":
     docs = text.splitlines()
@@ -70,7 +74,7 @@ class TextFiles(tfds.core.GeneratorBasedBuilder):
     keys = []
     for rel in config.paths:
       docs = split_documents(_read_text(os.path.join(config.root, rel)), config.doc_split)
-      if config.doc_split == "file":
+      if config.doc_split in _WHOLE_FILE_SPLITS:
         keys += [rel] * len(docs)
       else:
         keys += [f"{rel}#{i}" for i in range(len(docs))]
@@ -80,6 +84,8 @@ class TextFiles(tfds.core.GeneratorBasedBuilder):
     del dl_manager
     config = self.builder_config
     keys = self._document_keys()
+    if config.eval_paths:
+      return self._file_split_generators(keys)
     if len(keys) < 2:
       raise ValueError(
           f"Empty corpus: the files under {config.root!r} hold {len(keys)} non-blank documents "
@@ -95,12 +101,26 @@ class TextFiles(tfds.core.GeneratorBasedBuilder):
         "validation": self._generate_examples(validation, want_validation=True),
     }
 
+  def _file_split_generators(self, keys: list[str]):
+    config = self.builder_config
+    eval_paths = set(config.eval_paths)
+    validation = {k for k in keys if k.split("#")[0] in eval_paths}
+    for split, field, count in (("train", "data.train_files", len(keys) - len(validation)),
+                                ("validation", "data.eval_files", len(validation))):
+      if not count:
+        raise ValueError(f"{field}: its files under {config.root!r} hold no non-blank documents "
+                         f"(doc_split={config.doc_split!r}) for the {split!r} split")
+    return {
+        "train": self._generate_examples(validation, want_validation=False),
+        "validation": self._generate_examples(validation, want_validation=True),
+    }
+
   def _generate_examples(self, validation: set[str], want_validation: bool):
     config = self.builder_config
     for rel in config.paths:
       docs = split_documents(_read_text(os.path.join(config.root, rel)), config.doc_split)
       for i, doc in enumerate(docs):
-        key = rel if config.doc_split == "file" else f"{rel}#{i}"
+        key = rel if config.doc_split in _WHOLE_FILE_SPLITS else f"{rel}#{i}"
         if (key in validation) == want_validation:
           yield key, {"text": doc, "path": rel}
 
@@ -134,17 +154,55 @@ def _listing_hash(root: str, paths: list[str], *settings) -> str:
   return h.hexdigest()[:12]
 
 
+def split_files(train_pattern: str, eval_pattern: str) -> tuple[str, list[str], list[str]]:
+  """(root, all paths, validation paths) for data.train_files / data.eval_files globs."""
+  if not train_pattern or not eval_pattern:
+    raise ValueError("data.train_files and data.eval_files must both be set to name the splits of "
+                     f"a 'files' corpus; got train_files={train_pattern!r}, eval_files={eval_pattern!r}")
+  train = _matching_files(train_pattern, "data.train_files")
+  validation = _matching_files(eval_pattern, "data.eval_files")
+  shared = sorted(set(train) & set(validation))
+  if shared:
+    raise ValueError(f"data.train_files={train_pattern!r} and data.eval_files={eval_pattern!r} both "
+                     f"match {shared[:3]}: a file must belong to one split only")
+  everything = sorted(train + validation)
+  root = os.path.commonpath([os.path.dirname(p) for p in everything])
+  return (root, [os.path.relpath(p, root) for p in everything],
+          [os.path.relpath(p, root) for p in validation])
+
+
+def _matching_files(pattern: str, field: str) -> list[str]:
+  """Absolute paths matching `pattern` (comma-separated globs, '**' recursive)."""
+  matches = set()
+  for part in (p.strip() for p in pattern.split(",")):
+    found = [os.path.abspath(p) for p in glob.glob(os.path.expanduser(part), recursive=True)
+             if os.path.isfile(p)]
+    if not found:
+      raise ValueError(f"{field}={part!r} matches no files")
+    matches.update(found)
+  return sorted(matches)
+
+
 def text_files_builder(root: str, paths: list[str], doc_split: str, validation_fraction: float,
-                       data_dir: str, name_prefix: str) -> TextFiles:
-  """A prepared builder over `paths`; prepared once, then reused from `data_dir`."""
+                       data_dir: str, name_prefix: str, eval_paths: tuple[str, ...] = ()) -> TextFiles:
+  """A prepared builder over `paths`; prepared once, then reused from `data_dir`.
+
+  With `eval_paths` (a subset of `paths`) those files are the validation split and
+  validation_fraction is not used.
+  """
   if doc_split not in DOC_SPLITS:
     raise ValueError(f"data.doc_split must be one of {DOC_SPLITS}, got {doc_split!r}")
-  if not 0.0 < validation_fraction < 1.0:
-    raise ValueError(f"data.validation_fraction must be in (0, 1), got {validation_fraction}")
-  digest = _listing_hash(root, paths, doc_split, validation_fraction)
+  if eval_paths:
+    validation_fraction = 0.0
+  elif not 0.0 < validation_fraction < 1.0:
+    raise ValueError(f"data.validation_fraction must be in (0, 1), got {validation_fraction} "
+                     "(0 needs explicit validation files: data.train_files and data.eval_files)")
+  eval_paths = tuple(sorted(eval_paths))
+  settings = (doc_split, validation_fraction) + ((eval_paths,) if eval_paths else ())
+  digest = _listing_hash(root, paths, *settings)
   config = TextFilesConfig(
       name=f"{name_prefix}_{doc_split}_{digest}", root=root, paths=tuple(paths),
-      doc_split=doc_split, validation_fraction=validation_fraction,
+      doc_split=doc_split, validation_fraction=validation_fraction, eval_paths=eval_paths,
       description=f"{len(paths)} files under {root}",
   )
   tfds_dir = os.path.join(os.path.expanduser(data_dir), "tfds")

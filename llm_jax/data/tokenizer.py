@@ -7,11 +7,12 @@ import ml_collections
 
 from llm_jax.data import sources
 from llm_jax.data.byte_tokenizer import ByteTokenizer
+from llm_jax.data.char_tokenizer import CharTokenizer, cached_char_tokenizer
 from llm_jax.data.hf_tokenizer import HFTokenizer
 from llm_jax.data.spm_tokenizer import SentencePieceTokenizer, cached_sentencepiece
 from llm_jax.objectives import SpecialTokens
 
-TOKENIZERS = ("byte", "sentencepiece", "hf")
+TOKENIZERS = ("byte", "sentencepiece", "hf", "char")
 
 
 class Tokenizer(Protocol):
@@ -46,6 +47,12 @@ def make_tokenizer(cfg: ml_collections.ConfigDict) -> Tokenizer:
         _training_documents(cfg), corpus_id, os.path.join(os.path.expanduser(cfg.data_dir), "tokenizers"),
         vocab_size=cfg.spm_vocab_size, model_type=cfg.spm_model_type,
         num_sentinels=cfg.num_sentinels, max_sentences=cfg.spm_max_sentences)
+  if cfg.tokenizer == "char":
+    if path:
+      return CharTokenizer.load(path)
+    corpus_id = sources.make_corpus(cfg, cfg.train_split).corpus_id
+    return cached_char_tokenizer(_training_documents(cfg), corpus_id,
+                                 os.path.join(os.path.expanduser(cfg.data_dir), "tokenizers"))
   if cfg.tokenizer == "hf":
     if not path:
       raise ValueError("data.tokenizer='hf' needs data.tokenizer_path (a tokenizer.json or its folder)")

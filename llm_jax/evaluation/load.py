@@ -67,7 +67,7 @@ def _restore_params(state_dir: epath.Path, abstract_params: Any, shardings: Any 
   for name in sorted(wanted.keys() - stored_shapes.keys()):
     raise ValueError(f"checkpoint {state_dir}: parameter {name} of the model is missing")
   for name in sorted(stored_shapes.keys() - wanted.keys()):
-    if name.startswith(REFERENCE_PREFIX):  # a preference run's frozen reference policy
+    if name.startswith((REFERENCE_PREFIX, "teacher/")):  # frozen reference policy / teacher
       continue
     raise ValueError(f"checkpoint {state_dir}: parameter {name} does not exist in the model "
                      "(a quantized base? load it with the run's mesh)")
@@ -119,6 +119,9 @@ def load_from_workdir(workdir: str, *, step: int | None = None, mesh=None):
     step = steps[-1]
   elif step not in steps:
     raise ValueError(f"workdir {workdir!r} has no checkpoint at step {step}; steps: {steps}")
+  from llm_jax.compress import checkpoint as compressed  # pylint: disable=g-import-not-at-top
+  if compressed.is_quantized(cfg):  # packed integer kernels: written by llm_jax.compress
+    return compressed.load_quantized_workdir(workdir, cfg, step, mesh)
   model = models.build_model(cfg.model)
   if mesh is None:
     abstract_params, shardings = models.abstract_params(model, cfg.model), None

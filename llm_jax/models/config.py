@@ -72,6 +72,30 @@ def default_model_config() -> ml_collections.ConfigDict:
   c.remat_policy = "none"
   c.hf_model_type = ""  # Hugging Face model_type this config was converted from / exports to
   c.peft = default_peft_config()
+  c.moe = default_moe_config()
+  return c
+
+
+def default_moe_config() -> ml_collections.ConfigDict:
+  """Mixture-of-Experts feed-forward layers (see llm_jax/models/moe.py); off at num_experts 0.
+
+  Layer i of a stack is an MoE layer when i % every == offset (Switch Transformers: every 2,
+  offset 1; Mixtral: every 1, offset 0).
+  """
+  c = ml_collections.ConfigDict()
+  c.num_experts = 0  # routed experts per MoE layer; 0 = dense FFNs everywhere
+  c.top_k = 2  # experts per token ('topk'); 'switch' uses 1
+  c.every = 1
+  c.offset = 0
+  c.num_shared_experts = 0  # experts every token passes through, beside the routed ones
+  c.d_ff = config_dict.placeholder(int)  # hidden size of one expert; None = model.d_ff
+  c.router = "topk"  # 'topk' (GShard, Mixtral) | 'switch' (k = 1) | 'expert_choice'
+  c.normalize_top_k = True  # 'topk': gates of the chosen experts renormalised to sum to 1
+  # Tokens per expert and group (a batch row) = ceil(capacity_factor * length * top_k /
+  # num_experts); tokens over capacity are dropped (the residual carries them). 0 = dropless.
+  c.capacity_factor = 0.0
+  c.load_balance_coef = 0.01  # Switch load-balancing loss weight in the training loss
+  c.z_loss_coef = 0.001  # ST-MoE router z-loss weight
   return c
 
 

@@ -13,6 +13,7 @@ real tokens past the prefix and the soft prompt (see models/prompts.py).
 Houlsby adapters (cfg.peft.adapter_size > 0) follow the self-attention and MLP sublayers.
 """
 
+import functools
 import math
 from typing import Optional
 
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 
 from llm_jax.models import attention
 from llm_jax.models import layers
+from llm_jax.models import moe
 from llm_jax.models import positions
 from llm_jax.models import prompts
 
@@ -72,6 +74,7 @@ class TransformerLayer(nn.Module):
   prefix_length: int = 0  # prefix tuning in the self-attention
   shared_positions: int = 0  # see attention.Attention
   sliding_window: int = 0  # this layer's self-attention window (attention.layer_window)
+  use_moe: bool = False  # the MLP is a Mixture-of-Experts block (cfg.moe)
 
   @nn.compact
   def __call__(self, x_BxLxD: Array, positions_BxL: Array, segment_ids_BxL: Array,
@@ -112,8 +115,13 @@ class TransformerLayer(nn.Module):
                                              encoded_BxSxD, encoder_segment_ids_BxS, None,
                                              deterministic, decode),
           "cross_attention")
-    mlp = layers.MLP(cfg, init_scale=self.beta, name="mlp")
-    x_BxLxD = residual(x_BxLxD, lambda h: mlp(h, deterministic), "mlp", adapter=True)
+    if self.use_moe:
+      moe_block = moe.MoE(cfg, init_scale=self.beta, name="moe")
+      mlp = lambda h: moe_block(h, segment_ids_BxL, deterministic)
+    else:
+      mlp = functools.partial(layers.MLP(cfg, init_scale=self.beta, name="mlp"),
+                              deterministic=deterministic)
+    x_BxLxD = residual(x_BxLxD, mlp, "mlp", adapter=True)
     x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("batch", "length", "embed"))
     return (x_BxLxD, None) if self.scanned else x_BxLxD
 
@@ -190,19 +198,21 @@ class Stack(nn.Module):
           name="prefix_encoder")()
     if cfg.scan_layers:
       scanned = nn.scan(
-          layer_cls, variable_axes={"params": 0, "cache": 0},
+          layer_cls, variable_axes={"params": 0, "cache": 0, moe.AUX_COLLECTION: 0},
           split_rngs={"params": True, "dropout": True},
           in_axes=(nn.broadcast,) * len(args) + (
               nn.broadcast if prefix_kv_Nx2xPxGxK is None else 0,),
           length=self.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
       window = attention.layer_window(cfg, 0, self.num_layers)  # validate: same in every layer
-      x_BxLxD, _ = scanned(**layer_kwargs, scanned=True, sliding_window=window, name="layers")(
+      x_BxLxD, _ = scanned(**layer_kwargs, scanned=True, sliding_window=window,
+                           use_moe=moe.is_moe_layer(cfg, 0), name="layers")(
           x_BxLxD, *args, prefix_kv_Nx2xPxGxK)
     else:
       for i in range(self.num_layers):
         layer_kv = None if prefix_kv_Nx2xPxGxK is None else prefix_kv_Nx2xPxGxK[i]
         window = attention.layer_window(cfg, i, self.num_layers)
-        x_BxLxD = layer_cls(**layer_kwargs, sliding_window=window, name=f"layers_{i}")(
+        x_BxLxD = layer_cls(**layer_kwargs, sliding_window=window,
+                            use_moe=moe.is_moe_layer(cfg, i), name=f"layers_{i}")(
             x_BxLxD, *args, layer_kv)
 
     if cfg.final_norm:

@@ -5,6 +5,7 @@ import jax
 from llm_jax.models import attention
 from llm_jax.models import attention_ops
 from llm_jax.models import layers
+from llm_jax.models import moe
 from llm_jax.models import transformer
 
 _CHOICES = {
@@ -24,6 +25,7 @@ _CHOICES = {
 
 
 def validate_model_config(cfg) -> None:
+  moe.validate_moe_config(cfg)
   for field, choices in _CHOICES.items():
     if cfg[field] not in choices:
       raise ValueError(f"model.{field}={cfg[field]!r} is not one of {choices}")

@@ -19,7 +19,8 @@ UL2_DENOISERS = (
 
 def default_objective_config() -> ml_collections.ConfigDict:
   cfg = ml_collections.ConfigDict()
-  # 'clm' | 'prefix_lm' | 'mlm' | 'span_corruption' | 'bart' | 'ul2'.
+  # 'clm' | 'prefix_lm' | 'mlm' | 'span_corruption' | 'bart' | 'ul2' | 'deshuffle' |
+  # 'bert_denoising' (BERT-style masking as seq2seq: reconstruct the chunk; uses the MLM rates).
   cfg.name = "clm"
   # A chunk longer than the objective's raw_length: 'truncate' it or raise ('error').
   cfg.overflow = "error"

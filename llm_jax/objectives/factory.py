@@ -7,13 +7,15 @@ import numpy as np
 
 from llm_jax.objectives import base
 from llm_jax.objectives import bart
+from llm_jax.objectives import bert_denoising
 from llm_jax.objectives import causal
+from llm_jax.objectives import deshuffle
 from llm_jax.objectives import mlm
 from llm_jax.objectives import span_corruption
 from llm_jax.objectives import ul2
 from llm_jax.objectives.specials import SpecialTokens
 
-NAMES = ("clm", "prefix_lm", "mlm", "span_corruption", "bart", "ul2")
+NAMES = ("clm", "prefix_lm", "mlm", "span_corruption", "bart", "ul2", "deshuffle", "bert_denoising")
 
 
 def make_objective(cfg: ml_collections.ConfigDict, specials: SpecialTokens,
@@ -61,6 +63,18 @@ def make_objective(cfg: ml_collections.ConfigDict, specials: SpecialTokens,
         poisson_lambda=cfg.bart_poisson_lambda, random_ratio=cfg.bart_random_ratio,
         permute_sentences=cfg.bart_permute_sentences,
         sentence_end_ids=tuple(cfg.sentence_end_ids), overflow=overflow)
+  if name == "deshuffle":
+    return deshuffle.Deshuffle(
+        sequence_length, target_length or sequence_length, vocab_size,
+        specials.require("eos_id", name), _decoder_start_id(cfg, specials.pad_id),
+        overflow=overflow)
+  if name == "bert_denoising":
+    return bert_denoising.BertStyleDenoising(
+        sequence_length, target_length or sequence_length, vocab_size,
+        specials.require("mask_id", name), specials.require("eos_id", name),
+        _decoder_start_id(cfg, specials.pad_id), special_ids=specials.special_ids,
+        mask_rate=cfg.mask_rate, mask_token_rate=cfg.mask_token_rate,
+        random_token_rate=cfg.random_token_rate, overflow=overflow)
   if name == "ul2":
     if not specials.mode_ids:
       raise ValueError("The ul2 objective needs SpecialTokens.mode_ids "

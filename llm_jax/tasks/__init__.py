@@ -6,6 +6,7 @@ from llm_jax.tasks.classification import Classification, Regression
 from llm_jax.tasks.config import NAMES, default_task_config
 from llm_jax.tasks.language_modeling import LanguageModeling
 from llm_jax.tasks.preference import DirectPreference, RewardModel
+from llm_jax.tasks import policy_gradient
 
 
 def make_task(cfg) -> Task:
@@ -14,6 +15,9 @@ def make_task(cfg) -> Task:
   name = "pretrain" if task_cfg is None else task_cfg.name
   if name not in NAMES:
     raise ValueError(f"config.task.name={name!r}: expected one of {NAMES}")
+  if cfg.get("distill") is not None and cfg.distill.get("teacher"):
+    from llm_jax.tasks import distillation  # pylint: disable=g-import-not-at-top
+    return distillation.make(cfg)
   if name == "classification":
     return Classification()
   if name == "regression":
@@ -24,6 +28,8 @@ def make_task(cfg) -> Task:
     return DirectPreference(name=name, beta=float(task_cfg.beta),
                             label_smoothing=float(task_cfg.label_smoothing),
                             simpo_gamma=float(task_cfg.simpo_gamma))
+  if name in policy_gradient.NAMES:
+    return policy_gradient.make(cfg)
   objective = cfg.get("objective")
   nsp = name == "pretrain" and objective is not None and bool(objective.get("nsp", False))
   return LanguageModeling(name=name, z_loss=float(cfg.optimizer.get("z_loss", 0.0)), nsp=nsp)

@@ -3,7 +3,7 @@
 import ml_collections
 
 NAMES = ("pretrain", "classification", "regression", "seq2seq", "sft", "cloze", "reward_model",
-         "dpo", "ipo", "simpo", "orpo")
+         "dpo", "ipo", "simpo", "orpo", "grpo", "ppo", "ppo_value")
 
 
 def default_task_config() -> ml_collections.ConfigDict:

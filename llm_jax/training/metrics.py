@@ -5,29 +5,65 @@ import math
 import os
 import time
 
+from absl import logging
 import tqdm
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss_curve.png"
 
 
+def _parse_lines(path):
+  """Rows of `path`; a torn (unparsable) trailing line, left by a kill mid-write, is dropped
+  with a warning. Returns (rows, whether a torn line was dropped)."""
+  with open(path, "rb") as f:
+    lines = [line for line in f.read().split(b"\n") if line.strip()]
+  rows, torn = [], False
+  for number, line in enumerate(lines, start=1):
+    try:
+      rows.append(json.loads(line))
+    except ValueError:
+      if number < len(lines):
+        raise ValueError(f"{path}:{number} is not a JSON row: {line[:80]!r}") from None
+      logging.warning("%s: dropping its torn last line %d (%d bytes): %.80r", path, number,
+                      len(line), line)
+      torn = True
+  return rows, torn
+
+
 def read_rows(workdir):
-  """All rows of workdir/metrics.jsonl, in file order ([] when there is none)."""
+  """All rows of workdir/metrics.jsonl, in file order ([] when there is none). Non-finite
+  values were written as null (with the value as a string under '<key>_str')."""
   path = os.path.join(workdir, METRICS_FILE)
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return _parse_lines(path)[0]
+
+
+def _encode(row):
+  """One JSON line: NaN/Inf (not JSON) become null, the value kept as a string beside it."""
+  out = {}
+  for key, value in row.items():
+    if isinstance(value, float) and not math.isfinite(value):
+      out[key] = None
+      out[f"{key}_str"] = str(value)
+    else:
+      out[key] = value
+  return (json.dumps(out, allow_nan=False) + "\n").encode()
 
 
 def drop_rows_after(workdir, step):
-  """Keeps only rows with row['step'] <= step, so a resumed run continues one clean record."""
+  """Keeps only rows with row['step'] <= step (and no torn last line), so a resumed run
+  continues one clean record. The file is replaced atomically."""
   path = os.path.join(workdir, METRICS_FILE)
-  rows = read_rows(workdir)
+  if not os.path.exists(path):
+    return
+  rows, torn = _parse_lines(path)
   kept = [row for row in rows if row["step"] <= step]
-  if len(kept) != len(rows):
-    with open(path, "w") as f:
-      f.writelines(json.dumps(row) + "\n" for row in kept)
+  if len(kept) != len(rows) or torn:
+    partial = path + ".partial"
+    with open(partial, "wb") as f:
+      f.write(b"".join(_encode(row) for row in kept))
+    os.replace(partial, path)
 
 
 class MetricsWriter:
@@ -38,7 +74,8 @@ class MetricsWriter:
     self._workdir = workdir
     self._tokens_per_step = tokens_per_step
     self._is_primary = is_primary
-    self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a") if is_primary else None
+    # Unbuffered appends, one write() per row: a kill can tear only the last line.
+    self._jsonl = open(os.path.join(workdir, METRICS_FILE), "ab", buffering=0) if is_primary else None
     self._tb = None
     if is_primary and tensorboard:
       import tensorboardX  # pylint: disable=g-import-not-at-top
@@ -50,8 +87,7 @@ class MetricsWriter:
 
   def _write(self, row):
     if self._jsonl is not None:
-      self._jsonl.write(json.dumps(row) + "\n")
-      self._jsonl.flush()
+      self._jsonl.write(_encode(row))
 
   def write_train(self, step, metrics):
     """metrics: host scalars of the step `step` (loss, learning_rate, grad_norm, ...)."""
@@ -113,8 +149,9 @@ def plot_loss_curves(workdir, title=""):
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
   rows = read_rows(workdir)
-  train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-  evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
+  as_float = lambda v: math.nan if v is None else v
+  train = [(r["step"], as_float(r["loss"])) for r in rows if "loss" in r]
+  evals = [(r["step"], as_float(r["eval_loss"])) for r in rows if "eval_loss" in r]
   fig, ax = plt.subplots(figsize=(7, 4.5))
   if train:
     ax.plot(*zip(*train), label="train loss", linewidth=1.2)

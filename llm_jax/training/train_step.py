@@ -23,6 +23,7 @@ import optax
 
 from llm_jax import sharding
 from llm_jax import tasks
+from llm_jax.models import moe
 from llm_jax.training import optimizer as optimizer_lib
 from llm_jax.training import partition
 
@@ -36,6 +37,8 @@ CPU_MAX_PARAM_BYTES = 8 * 2**20
 # this key: a copy of the initial parameters, unless only LoRA parameters train (then the
 # reference is the model with its adapters off: zero LoRA factors, no copy).
 REFERENCE = "reference"
+# The frozen teacher of a distillation run (config.distill.teacher) lives under this key.
+TEACHER = "teacher"
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -105,7 +108,9 @@ def _num_layers(model_cfg) -> int:
 
 
 def _make_optimizer(cfg) -> optax.GradientTransformation:
-  return optimizer_lib.make_optimizer(cfg.optimizer, cfg.train.steps, _num_layers(cfg.model))
+  from llm_jax.compress import pruning  # pylint: disable=g-import-not-at-top
+  tx = optimizer_lib.make_optimizer(cfg.optimizer, cfg.train.steps, _num_layers(cfg.model))
+  return pruning.wrap_optimizer(cfg, tx)  # masks of config.pruning, when on
 
 
 def _quantization(cfg):
@@ -127,7 +132,7 @@ def _dequantize(frozen):
 
 def model_frozen(frozen):
   """The frozen parameters of the model itself (without a reference policy)."""
-  return {k: v for k, v in frozen.items() if k != REFERENCE}
+  return {k: v for k, v in frozen.items() if k not in (REFERENCE, TEACHER)}
 
 
 def full_params(state: TrainState):
@@ -167,13 +172,15 @@ def _init_fns(cfg, model, mesh, rules):
         {"params": rng_params, "dropout": rng_dropout}, **inputs, deterministic=True)
     return variables["params"]
 
-  def state_from_params(params, trainable_names):
+  def state_from_params(params, trainable_names, teacher=None):
     trainable, frozen = partition.split(params, trainable_names)
     if kind != "none":
       from llm_jax.peft import quantize  # pylint: disable=g-import-not-at-top
       frozen = quantize.quantize_tree(frozen, quantize_regex, kind, block_size)
     if _reference_copy(cfg, trainable_names):
       frozen = {**frozen, REFERENCE: params}
+    if teacher is not None:
+      frozen = {**frozen, TEACHER: teacher}
     return TrainState(step=jnp.zeros((), jnp.int32), params=trainable,
                       opt_state=tx.init(trainable), frozen=frozen)
 
@@ -261,18 +268,37 @@ def state_layout(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh) -
     targets.check_targets(cfg.model, abstract_params)
   names = frozenset(partition.trainable_names(
       partition.flat(abstract_params), cfg.optimizer, cfg.model.get("peft")))
-  abstract_state = jax.eval_shape(lambda p: state_from_params(p, names), abstract_params)
+  abstract_teacher, teacher_shardings = _teacher_layout(cfg, mesh, rules)
+  abstract_state = jax.eval_shape(lambda p, t: state_from_params(p, names, t), abstract_params,
+                                  abstract_teacher)
   full_shardings = sharding.logical_to_mesh_sharding(
       _logical_specs(abstract_boxed), mesh, rules, abstract_params)
+  frozen_by_name = full_shardings
+  if teacher_shardings is not None:
+    frozen_by_name = {**full_shardings, TEACHER: teacher_shardings}
   trainable_shardings, _ = partition.split(full_shardings, names)
   state_shardings = TrainState(
       step=NamedSharding(mesh, PartitionSpec()),
       params=trainable_shardings,
       opt_state=_opt_state_shardings(
           abstract_state.opt_state, abstract_state.params, trainable_shardings, mesh),
-      frozen=_frozen_shardings(abstract_state.frozen, full_shardings, mesh),
+      frozen=_frozen_shardings(abstract_state.frozen, frozen_by_name, mesh),
   )
   return StateLayout(names, abstract_state, state_shardings, full_shardings)
+
+
+def _teacher_layout(cfg, mesh, rules):
+  """(abstract params, shardings) of the distillation teacher, or (None, None)."""
+  from llm_jax.compress import distill  # pylint: disable=g-import-not-at-top
+  if not distill.enabled(cfg):
+    return None, None
+  teacher = distill.teacher_model(cfg)
+  inputs = init_batch(cfg, sharding.batch_shard_count(mesh, rules))
+  with nn.logical_axis_rules(rules):
+    boxed = jax.eval_shape(
+        lambda r: teacher.init(r, **inputs, deterministic=True)["params"], jax.random.key(0))
+  abstract = nn.unbox(boxed)
+  return abstract, sharding.logical_to_mesh_sharding(_logical_specs(boxed), mesh, rules, abstract)
 
 
 def abstract_train_state(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh):
@@ -309,8 +335,10 @@ def create_train_state(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: M
     params = partition.unflat(flat_params)
   # Float parameters are reused in place; quantized kernels cannot reuse their float buffers.
   donate = (0,) if _quantization(cfg)[0] == "none" else ()
-  state = jax.jit(lambda p: state_from_params(p, layout.trainable_names),
-                  out_shardings=layout.shardings, donate_argnums=donate)(params)
+  from llm_jax.compress import distill  # pylint: disable=g-import-not-at-top
+  teacher = distill.teacher_params(cfg) if distill.enabled(cfg) else None
+  state = jax.jit(lambda p, t: state_from_params(p, layout.trainable_names, t),
+                  out_shardings=layout.shardings, donate_argnums=donate)(params, teacher)
   return state, layout.shardings
 
 
@@ -365,16 +393,24 @@ class StepOptions:
   reference_in_step: bool = False  # run the frozen reference policy (outputs['reference'])
   mesh: Mesh | None = None
   rules: Any = None
+  teacher_model: nn.Module | None = None  # distillation: its outputs are outputs['teacher']
+  params_transform: Callable | None = None  # e.g. QAT's fake quantization of the kernels
 
 
 def apply_model(opts: StepOptions, params, frozen, batch, rng=None):
   """The model's outputs for `batch`; dropout on when an rng is given. Quantized frozen
   kernels go to the model as they are: each dense layer dequantizes its own."""
   variables = {"params": partition.merge(params, model_frozen(frozen))}
+  if opts.params_transform is not None:
+    variables = {"params": opts.params_transform(variables["params"])}
   inputs = {k: batch[k] for k in opts.fields if k in batch}
+  mutable = [moe.AUX_COLLECTION]  # MoE layers sow their auxiliary losses there
   if rng is None:
-    return opts.model.apply(variables, **inputs, deterministic=True)
-  return opts.model.apply(variables, **inputs, deterministic=False, rngs={"dropout": rng})
+    outputs, aux = opts.model.apply(variables, **inputs, deterministic=True, mutable=mutable)
+  else:
+    outputs, aux = opts.model.apply(variables, **inputs, deterministic=False,
+                                    rngs={"dropout": rng}, mutable=mutable)
+  return {**outputs, **moe.aux_outputs(aux, opts.model.cfg.get("moe"))}
 
 
 def reference_outputs(opts: StepOptions, params, frozen, batch):
@@ -392,6 +428,10 @@ def task_outputs(opts: StepOptions, params, frozen, batch, rng=None):
   outputs = apply_model(opts, params, frozen, batch, rng)
   if opts.reference_in_step:
     outputs = {**outputs, "reference": reference_outputs(opts, params, frozen, batch)}
+  if opts.teacher_model is not None:
+    inputs = {k: batch[k] for k in opts.fields if k in batch}
+    teacher = opts.teacher_model.apply({"params": frozen[TEACHER]}, **inputs, deterministic=True)
+    outputs = {**outputs, "teacher": jax.lax.stop_gradient(teacher)}
   return outputs
 
 
@@ -399,6 +439,10 @@ def loss_fn(params, frozen, batch, rng, totals, scale, *, opts: StepOptions):
   """(loss, metric sums) of the task on `batch`; only `params` is differentiated."""
   outputs = task_outputs(opts, params, frozen, batch, rng)
   loss, sums = opts.task.loss(outputs, batch, totals)
+  if "moe_aux_loss" in outputs:  # weighted by this slice's share of the batch
+    share = np.shape(batch["targets"])[0] / opts.batch_size
+    loss = loss + share * outputs["moe_aux_loss"]
+    sums = {**sums, **{k: share * v for k, v in outputs.items() if k.startswith("moe_")}}
   return loss * scale, sums
 
 
@@ -436,7 +480,8 @@ def train_step(state: TrainState, batch, rng, opts: StepOptions):
   totals = opts.task.totals(batch)
   scale = jnp.float32(1.0)
   if opts.nan_at_step >= 0:
-    scale = jnp.where(state.step == opts.nan_at_step, jnp.float32(jnp.nan), scale)
+    # nan_at_step counts from 1, as the loop and metrics.jsonl number steps.
+    scale = jnp.where(state.step + 1 == opts.nan_at_step, jnp.float32(jnp.nan), scale)
   grads, sums = _grads_and_sums(state, batch, rng, totals, scale, opts)
   updates, opt_state = opts.tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(step=state.step + 1, opt_state=opt_state,
@@ -446,6 +491,7 @@ def train_step(state: TrainState, batch, rng, opts: StepOptions):
       loss=sums["loss_sum"] * scale / weight,
       z_loss=sums["z_loss_sum"] / weight,
       grad_norm=optax.global_norm(grads),
+      update_norm=optax.global_norm(updates),  # the loop refuses to save a non-finite one
       learning_rate=opts.schedule(state.step),
       tokens=sums["weight_sum"],
       accuracy=sums["correct_sum"] / weight,
@@ -456,6 +502,7 @@ def train_step(state: TrainState, batch, rng, opts: StepOptions):
                    nsp_accuracy=sums["nsp_correct_sum"] / nsp_rows)
   if hasattr(opts.task, "step_metrics"):
     metrics.update(opts.task.step_metrics(sums))
+  metrics.update({k: v for k, v in sums.items() if k.startswith("moe_")})
   return new_state, metrics
 
 
@@ -476,12 +523,18 @@ def step_options(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh) -
         f"{batch_size // microbatches} is not divisible by the {shards} batch shards of mesh "
         f"{dict(mesh.shape)}")
   nan_at_step = cfg.train.get("nan_at_step")
+  # pylint: disable=g-import-not-at-top
+  from llm_jax.compress import distill
+  from llm_jax.compress import qat
+  # pylint: enable=g-import-not-at-top
   return StepOptions(
       model=model, task=tasks.make_task(cfg), tx=_make_optimizer(cfg),
       schedule=optimizer_lib.make_schedule(cfg.optimizer, cfg.train.steps),
       fields=model_input_fields(cfg.model.family), batch_size=batch_size, slices=microbatches,
       nan_at_step=-1 if nan_at_step is None else int(nan_at_step),
-      reference_in_step=_reference_in_step(cfg), mesh=mesh, rules=rules)
+      reference_in_step=_reference_in_step(cfg), mesh=mesh, rules=rules,
+      teacher_model=distill.teacher_model(cfg) if distill.enabled(cfg) else None,
+      params_transform=qat.params_transform(cfg))
 
 
 def make_train_step(cfg: ml_collections.ConfigDict, model: nn.Module, mesh: Mesh,

@@ -8,7 +8,8 @@ from llm_jax.objectives.factory import NAMES
 
 FAMILY = {"clm": "decoder", "prefix_lm": "decoder", "mlm": "encoder",
           "span_corruption": "encoder_decoder", "bart": "encoder_decoder",
-          "ul2": "encoder_decoder"}
+          "ul2": "encoder_decoder", "deshuffle": "encoder_decoder",
+          "bert_denoising": "encoder_decoder"}
 TOKEN_FEATURES = ("inputs", "targets", "decoder_inputs", "prefix_mask", "token_type_ids",
                   "nsp_labels")
 

@@ -32,14 +32,16 @@ def _config(**mesh_axes):
 
 def test_default_mesh_puts_all_devices_on_data_with_auto_axes():
   mesh = sharding.make_mesh(sharding.default_mesh_config())
-  assert mesh.axis_names == ("data", "fsdp", "tensor")
-  assert dict(mesh.shape) == {"data": 8, "fsdp": 1, "tensor": 1}
+  assert mesh.axis_names == ("data", "fsdp", "expert", "tensor")
+  assert dict(mesh.shape) == {"data": 8, "fsdp": 1, "expert": 1, "tensor": 1}
   assert all(t == jax.sharding.AxisType.Auto for t in mesh.axis_types)
 
 
 def test_minus_one_takes_the_remaining_devices():
-  assert dict(_mesh(data=-1, fsdp=2, tensor=2).shape) == {"data": 2, "fsdp": 2, "tensor": 2}
-  assert dict(_mesh(data=2, fsdp=-1, tensor=1).shape) == {"data": 2, "fsdp": 4, "tensor": 1}
+  assert dict(_mesh(data=-1, fsdp=2, tensor=2).shape) == {"data": 2, "fsdp": 2, "expert": 1,
+                                                          "tensor": 2}
+  assert dict(_mesh(data=2, fsdp=-1, tensor=1).shape) == {"data": 2, "fsdp": 4, "expert": 1,
+                                                          "tensor": 1}
 
 
 @pytest.mark.parametrize("axes, words", [
@@ -57,8 +59,8 @@ def test_bad_mesh_config_names_the_problem(axes, words):
 
 
 def test_rule_with_unknown_mesh_axis_is_an_error():
-  rules = sharding.default_sharding_rules() + (("experts", "expert"),)
-  with pytest.raises(ValueError, match="'experts'.*'expert'"):
+  rules = sharding.default_sharding_rules() + (("experts", "stage"),)
+  with pytest.raises(ValueError, match="'experts'.*'stage'"):
     sharding.validate_rules(rules, _mesh())
 
 
@@ -110,13 +112,13 @@ def test_global_batch_is_split_over_data_and_fsdp():
            "nsp_labels": np.arange(8, dtype=np.int32)}
   batch = sharding.make_global_batch(local, mesh, rules)
   assert batch["inputs"].shape == (8, 4)
-  assert batch["inputs"].sharding.spec == P(("data", "fsdp"), None)
-  assert batch["nsp_labels"].sharding.spec == P(("data", "fsdp"))
+  assert batch["inputs"].sharding.spec == P(("data", "fsdp", "expert"), None)
+  assert batch["nsp_labels"].sharding.spec == P(("data", "fsdp", "expert"))
   # Each of the 4 batch shards holds 2 rows, replicated over the 2 tensor devices.
   shard_shapes = {s.data.shape for s in batch["inputs"].addressable_shards}
   assert shard_shapes == {(2, 4)}
   np.testing.assert_array_equal(np.asarray(batch["inputs"]), local["inputs"])
-  assert sharding.batch_sharding(mesh, rules).spec == P(("data", "fsdp"), None)
+  assert sharding.batch_sharding(mesh, rules).spec == P(("data", "fsdp", "expert"), None)
 
 
 def test_global_batch_not_divisible_by_batch_shards_is_an_error():

@@ -121,7 +121,7 @@ def _run(cfg, steps):
 
 def test_step_metrics_eval_donation_and_nan_hook():
   cfg = _config(z_loss=1e-3)
-  cfg.train.nan_at_step = 2
+  cfg.train.nan_at_step = 3  # the third step, counted from 1
   model, mesh, state, shardings, batch = _setup(cfg)
   train_step = train_step_lib.make_train_step(cfg, model, mesh, shardings)
   eval_step = train_step_lib.make_eval_step(cfg, model, mesh, shardings)
