@@ -107,21 +107,24 @@ def check_protocol(configs: dict) -> None:
 
 
 def plot(rows, path: str):
+  """Our exact match and fine-tuned loss against the paper's GLUE average, per objective."""
   plt = reproduction_utils.pyplot()
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  names = [r["objective"] for r in rows if r["objective"] in PAPER_GLUE]
-  ours = [100 * r["exact_match"] for r in rows if r["objective"] in PAPER_GLUE]
-  paper = [PAPER_GLUE[n] for n in names]
-  ax.scatter(paper, ours)
-  for n, x, y in zip(names, paper, ours):
-    ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, 4))
-  baseline = [100 * r["exact_match"] for r in rows if r["objective"] == "no_pretraining"]
-  if baseline:
-    ax.axhline(baseline[0], color="gray", linestyle="--", label="no pre-training")
-    ax.legend()
-  ax.set(xlabel="T5 paper: GLUE average", ylabel="ours: downstream exact match (%)",
-         title="Pre-training objectives: ours vs the T5 paper")
-  ax.grid(alpha=0.3)
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  named = [r for r in rows if r["objective"] in PAPER_GLUE]
+  baseline = [r for r in rows if r["objective"] == "no_pretraining"]
+  paper = [PAPER_GLUE[r["objective"]] for r in named]
+  for ax, key, label in ((axes[0], "exact_match", "downstream exact match"),
+                         (axes[1], "finetune_loss", "fine-tuned validation loss (lower is better)")):
+    ours = [r[key] for r in named]
+    ax.scatter(paper, ours)
+    for row, x, y in zip(named, paper, ours):
+      ax.annotate(row["objective"], (x, y), textcoords="offset points", xytext=(4, 4))
+    if baseline:
+      ax.axhline(baseline[0][key], color="gray", linestyle="--", label="no pre-training")
+      ax.legend()
+    ax.set(xlabel="T5 paper: GLUE average", ylabel=f"ours: {label}")
+    ax.grid(alpha=0.3)
+  fig.suptitle("Pre-training objectives: ours vs the T5 paper")
   fig.savefig(path, dpi=100, bbox_inches="tight")
   plt.close(fig)
 
