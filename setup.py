@@ -29,6 +29,7 @@ setuptools.setup(
         "matplotlib",
         "jinja2",
         "pyyaml",
+        "scipy",
     ],
     extras_require={
         # torch is pinned to the CPU build that these machines install locally; on a GPU box
