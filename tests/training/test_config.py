@@ -17,7 +17,7 @@ EXPERIMENTS = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
 def test_base_config_has_every_section():
   cfg = config_lib.base_config()
   assert set(cfg.keys()) == {"model", "data", "objective", "optimizer", "mesh", "sharding", "task",
-                             "train"}
+                             "train", "quantization", "distill", "pruning"}
   assert cfg.model.vocab_size == 0  # filled from the tokenizer by finalize
 
 
